@@ -1,0 +1,146 @@
+/**
+ * The composition root: builds the store, drivers, use cases, background
+ * loops and listeners from settings, and tears them down in order.
+ */
+import { runLogAuditSink } from "./clients/chronicle/log-audit-sink.js";
+import { createDevGsap } from "./clients/gsap/dev-gsap.js";
+import type { GsapClient } from "./clients/gsap/gsap-client.js";
+import type { Settings } from "./config/settings.js";
+import { DelegationManager } from "./delegation/manager.js";
+import { WatchHub } from "./events/watch-hub.js";
+import { DelegationService } from "./gen/llmbroker/v1/delegation_service_pb.js";
+import { type Logger, createLogger } from "./logging.js";
+import type { AgentRegistrar } from "./registrars/registrar.js";
+import { createRegistrar } from "./registrars/factory.js";
+import { ExpiryScheduler } from "./scheduler/expiry-scheduler.js";
+import { Loop } from "./scheduler/loop.js";
+import { createDelegationService } from "./server/delegation-service.js";
+import { authentication, errorMapping, intercept, logging } from "./server/interceptors.js";
+import { devAuthenticator } from "./server/principal.js";
+import { type RunningServer, startServer } from "./server/create-server.js";
+import { openStore } from "./store/open-store.js";
+import type { DelegationStore } from "./store/store.js";
+
+/** Replacements for the drivers settings would build (tests, embedding). */
+export interface BrokerOverrides {
+  store?: DelegationStore;
+  registrar?: AgentRegistrar;
+  gsap?: GsapClient;
+  log?: Logger;
+  clock?: () => number;
+}
+
+export interface Broker {
+  grpcPort: number;
+  webPort: number;
+  manager: DelegationManager;
+  hub: WatchHub;
+  store: DelegationStore;
+  expiry: ExpiryScheduler;
+  cleanup: Loop;
+  maintenance: Loop;
+  stop(): Promise<void>;
+}
+
+/** Starts the broker described by `settings`. */
+export async function startBroker(settings: Settings, overrides: BrokerOverrides = {}): Promise<Broker> {
+  const log = overrides.log ?? createLogger({ level: settings.logLevel });
+  const registrar = overrides.registrar ?? createRegistrar(settings);
+  const gsap = overrides.gsap ?? createDevGsap({ delegatorCeiling: settings.devDelegatorCeiling });
+  const store = overrides.store ?? (await openStore(settings.databaseUrl));
+  const clock = overrides.clock ?? Date.now;
+
+  const hub = new WatchHub(store, {
+    pollMs: settings.watchPollMs,
+    bufferLimit: settings.watchBufferEvents,
+    checkpointMs: settings.watchCheckpointMs,
+    log,
+  });
+  await hub.start();
+
+  let expiry: ExpiryScheduler | undefined;
+  let cleanup: Loop | undefined;
+  const manager = new DelegationManager({
+    store,
+    registrar,
+    gsap,
+    settings,
+    log,
+    clock,
+    hooks: {
+      expiryScheduled: (t) => expiry?.notify(t),
+      cleanupNeeded: () => void cleanup?.kick(),
+    },
+  });
+  expiry = new ExpiryScheduler(manager, { clock, log });
+  cleanup = new Loop({ name: "idp-cleanup", task: () => manager.cleanupIdentities(), intervalMs: 30_000, log });
+  const maintenance = new Loop({
+    name: "maintenance",
+    intervalMs: 60_000,
+    log,
+    task: async () => {
+      const failed = await manager.reconcileStale();
+      await manager.pruneIdempotency();
+      await store.pruneEvents(clock() - settings.eventRetentionMs);
+      return failed;
+    },
+  });
+
+  // Finish what a previous run left: interrupted creates, overdue expiries, pending deletions.
+  await manager.reconcileStale();
+  await expiry.start();
+  cleanup.start();
+  maintenance.start();
+
+  const audit = new AbortController();
+  const auditDone = runLogAuditSink(hub, log, audit.signal);
+
+  const impl = intercept(DelegationService, createDelegationService({ manager, hub }), [
+    errorMapping(log), // outermost: every failure below leaves as a safe ConnectError
+    logging(log), // one debug line per call, with the code
+    authentication(devAuthenticator), // the caller, for the handlers and the use cases
+  ]);
+  let server: RunningServer;
+  try {
+    server = await startServer(impl, {
+      host: settings.host,
+      grpcPort: settings.grpcPort,
+      webPort: settings.webPort,
+      corsOrigins: settings.corsOrigins,
+      routes: {
+        "/healthz": async () => ({
+          status: "ok",
+          revision: (await store.headRevision()).toString(),
+          watchers: hub.subscriberCount,
+          driver: store.driver,
+          registrar: registrar.backend,
+          gsap: gsap.mode,
+        }),
+      },
+    });
+  } catch (err) {
+    audit.abort();
+    await Promise.all([expiry.stop(), cleanup.stop(), maintenance.stop(), hub.stop()]);
+    await store.close();
+    throw err;
+  }
+  log.info({ grpcPort: server.grpcPort, webPort: server.webPort, driver: store.driver, registrar: registrar.backend }, "broker started");
+
+  return {
+    grpcPort: server.grpcPort,
+    webPort: server.webPort,
+    manager,
+    hub,
+    store,
+    expiry,
+    cleanup,
+    maintenance,
+    async stop() {
+      audit.abort();
+      await server.close();
+      await Promise.all([expiry!.stop(), cleanup!.stop(), maintenance.stop(), hub.stop(), auditDone]);
+      await Promise.all([registrar.close(), gsap.close()]);
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+/**
+ * The broker's command line.
+ *   serve     start the broker (migrates first)
+ *   migrate   apply pending SQL migrations and exit
+ */
+import { startBroker } from "../app.js";
+import { SettingsError, loadSettings } from "../config/settings.js";
+import { migrate } from "../store/migrate.js";
+
+const USAGE = `usage: llm-broker <command>
+
+commands:
+  serve     start the broker (applies migrations first)
+  migrate   apply pending migrations to DATABASE_URL and exit
+
+Configuration comes from the environment; see .env.example.`;
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0] ?? "serve";
+  if (command === "help" || command === "--help" || command === "-h") {
+    console.log(USAGE);
+    return 0;
+  }
+  const settings = loadSettings();
+  switch (command) {
+    case "migrate": {
+      const r = await migrate(settings.databaseUrl);
+      console.log(
+        r.applied.length > 0 ? `applied: ${r.applied.join(", ")}` : `up to date (${r.alreadyApplied.length} migrations)`,
+      );
+      return 0;
+    }
+    case "serve": {
+      const broker = await startBroker(settings);
+      const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host;
+      console.log(`
+LLM Principal Broker is running
+  gRPC (h2c)              ${host}:${broker.grpcPort}
+  Connect + gRPC-Web      http://${host}:${broker.webPort}
+  health                  http://${host}:${broker.webPort}/healthz
+  database                ${settings.databaseUrl} (${broker.store.driver})
+  registrar / GSAP        ${settings.registrar === "auto" ? "stub (auto)" : settings.registrar} / ${settings.gsapDriver}
+
+Try it (Connect protocol, plain curl):
+  curl -s http://${host}:${broker.webPort}/llmbroker.v1.DelegationService/CreateDelegation \\
+    -H 'content-type: application/json' -H 'x-delegator-did: did:web:example.com/user/alice' \\
+    -d '{"delegatorAcId":"ac-alice-1","scope":{"capabilityCeiling":"CAP_READ","maxCommands":10}}'
+`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+      });
+      await broker.stop();
+      return 0;
+    }
+    default:
+      console.error(`unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof SettingsError) console.error(`configuration error: ${err.message}`);
+    else console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,38 @@
+/**
+ * The dev-mode audit driver (AUDIT_DRIVER=log): writes each lifecycle event
+ * to the service log with the Chronicle event code it would carry. It reads
+ * the same event log as Watch, from the moment the broker starts.
+ */
+import type { DelegationEvent, EventType } from "../../delegation/model.js";
+import type { WatchHub } from "../../events/watch-hub.js";
+import type { Logger } from "../../logging.js";
+
+/** Chronicle event codes, as the prototype defined them (0x3002 was never used). */
+export const CHRONICLE_CODES: Record<EventType, string> = {
+  CREATED: "0x3001",
+  REVOKED: "0x3003",
+  EXPIRED: "0x3004",
+  FAILED: "0x3005",
+  COMMAND_LIMIT_REACHED: "0x3006",
+};
+
+/** Follows the hub until `signal` aborts. */
+export async function runLogAuditSink(hub: WatchHub, log: Logger, signal: AbortSignal): Promise<void> {
+  const line = (e: DelegationEvent) => ({
+    audit: true,
+    code: CHRONICLE_CODES[e.type],
+    kind: `DELEGATION_${e.type}`,
+    revision: e.revision.toString(),
+    delegationId: e.delegation.id,
+    delegator: e.delegation.delegatorDid,
+    agent: e.delegation.agentDid,
+    reason: e.reason,
+  });
+  try {
+    for await (const item of hub.watch(0n, {}, signal)) {
+      if (item.kind === "event") log.info(line(item.event), "audit event");
+    }
+  } catch (err) {
+    if (!signal.aborted) log.error({ err }, "audit log sink stopped");
+  }
+}

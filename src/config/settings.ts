@@ -1,0 +1,139 @@
+/**
+ * Typed settings read from the environment. `.env.example` documents every
+ * variable; this file is the single place that parses them.
+ */
+
+export type RegistrarDriver = "auto" | "keycloak" | "entra" | "stub";
+export type GsapDriver = "dev";
+export type AuditDriver = "log";
+export type AuthMode = "dev";
+
+export interface Settings {
+  /** Address both listeners bind to. */
+  host: string;
+  /** gRPC (HTTP/2 cleartext) port. */
+  grpcPort: number;
+  /** Connect + gRPC-Web (HTTP/1.1) port for browsers; 0 picks a free port. */
+  webPort: number;
+  databaseUrl: string;
+  corsOrigins: string[];
+  brokerDid: string;
+  agentDidPrefix: string;
+  authMode: AuthMode;
+  registrar: RegistrarDriver;
+  gsapDriver: GsapDriver;
+  auditDriver: AuditDriver;
+  /** The delegator's ceiling when GSAP runs in dev mode. */
+  devDelegatorCeiling: string;
+  /** Capability names from weakest to strongest. */
+  capabilityOrder: string[];
+  defaultCapabilityCeiling: string;
+  defaultTtlMs: number;
+  maxTtlMs: number;
+  defaultMaxCommands: number;
+  maxCommandsCap: number;
+  defaultCeremonyRequiredFor: string[];
+  maxDelegationDepth: number;
+  watchCheckpointMs: number;
+  watchBufferEvents: number;
+  watchPollMs: number;
+  eventRetentionMs: number;
+  idempotencyTtlMs: number;
+  /** REQUESTED rows older than this are left over from a crash and compensated. */
+  createInflightMs: number;
+  logLevel: string;
+}
+
+/** Raised for a variable that is present but unusable; the message names it. */
+export class SettingsError extends Error {
+  override name = "SettingsError";
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, key: string, def: string): string {
+  const v = env[key]?.trim();
+  return v === undefined || v === "" ? def : v;
+}
+
+function int(env: Env, key: string, def: number, min: number, max: number): number {
+  const raw = env[key]?.trim();
+  if (raw === undefined || raw === "") return def;
+  if (!/^-?\d+$/.test(raw)) throw new SettingsError(`${key} must be an integer, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new SettingsError(`${key} must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function list(env: Env, key: string, def: string[]): string[] {
+  const raw = env[key];
+  if (raw === undefined || raw.trim() === "") return def;
+  return raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function oneOf<T extends string>(env: Env, key: string, def: T, allowed: readonly T[]): T {
+  const v = str(env, key, def);
+  if (!(allowed as readonly string[]).includes(v)) {
+    throw new SettingsError(`${key} must be one of ${allowed.join(", ")}, got "${v}"`);
+  }
+  return v as T;
+}
+
+const MINUTE = 60_000;
+
+/** Reads settings from `env` (by default `process.env`), applying documented defaults. */
+export function loadSettings(env: Env = process.env): Settings {
+  const capabilityOrder = list(env, "CAPABILITY_ORDER", ["CAP_READ", "CAP_MUTATE", "CAP_ADMIN"]);
+  if (new Set(capabilityOrder).size !== capabilityOrder.length) {
+    throw new SettingsError("CAPABILITY_ORDER must not repeat a capability");
+  }
+  const capability = (key: string, def: string) => {
+    const v = str(env, key, def);
+    if (!capabilityOrder.includes(v)) {
+      throw new SettingsError(`${key} must be one of CAPABILITY_ORDER (${capabilityOrder.join(", ")}), got "${v}"`);
+    }
+    return v;
+  };
+  const defaultTtlMinutes = int(env, "DEFAULT_DELEGATION_TTL_MINUTES", 60, 1, 525_600);
+  const maxTtlMinutes = int(env, "MAX_DELEGATION_TTL_MINUTES", 480, 1, 525_600);
+  if (defaultTtlMinutes > maxTtlMinutes) {
+    throw new SettingsError("DEFAULT_DELEGATION_TTL_MINUTES must not exceed MAX_DELEGATION_TTL_MINUTES");
+  }
+  const defaultMaxCommands = int(env, "DEFAULT_MAX_COMMANDS", 500, 1, 10_000_000);
+  const maxCommandsCap = int(env, "MAX_COMMANDS_CAP", 10_000, 1, 10_000_000);
+  if (defaultMaxCommands > maxCommandsCap) {
+    throw new SettingsError("DEFAULT_MAX_COMMANDS must not exceed MAX_COMMANDS_CAP");
+  }
+  return {
+    host: str(env, "LLM_BROKER_HOST", "127.0.0.1"),
+    grpcPort: int(env, "LLM_BROKER_PORT", 8092, 0, 65535),
+    webPort: int(env, "LLM_BROKER_WEB_PORT", 8093, 0, 65535),
+    databaseUrl: str(env, "DATABASE_URL", "file:./data/llm-broker.db"),
+    corsOrigins: list(env, "CORS_ORIGINS", ["http://localhost:3000", "http://localhost:8000"]),
+    brokerDid: str(env, "BROKER_DID", "did:web:guildhouse.dev/service/llm-broker"),
+    agentDidPrefix: str(env, "AGENT_DID_PREFIX", "did:web:guildhouse.dev/agent/"),
+    authMode: oneOf(env, "AUTH_MODE", "dev", ["dev"] as const),
+    registrar: oneOf(env, "AGENT_REGISTRAR", "auto", ["auto", "keycloak", "entra", "stub"] as const),
+    gsapDriver: oneOf(env, "GSAP_DRIVER", "dev", ["dev"] as const),
+    auditDriver: oneOf(env, "AUDIT_DRIVER", "log", ["log"] as const),
+    devDelegatorCeiling: capability("DEV_DELEGATOR_CEILING", "CAP_MUTATE"),
+    capabilityOrder,
+    defaultCapabilityCeiling: capability("DEFAULT_CAPABILITY_CEILING", "CAP_MUTATE"),
+    defaultTtlMs: defaultTtlMinutes * MINUTE,
+    maxTtlMs: maxTtlMinutes * MINUTE,
+    defaultMaxCommands,
+    maxCommandsCap,
+    defaultCeremonyRequiredFor: list(env, "DEFAULT_CEREMONY_REQUIRED_FOR", ["delete", "destroy", "drop"]),
+    maxDelegationDepth: int(env, "MAX_DELEGATION_DEPTH", 1, 1, 16),
+    watchCheckpointMs: int(env, "WATCH_CHECKPOINT_SECONDS", 15, 1, 3600) * 1000,
+    watchBufferEvents: int(env, "WATCH_BUFFER_EVENTS", 1000, 10, 1_000_000),
+    watchPollMs: int(env, "WATCH_POLL_MS", 1000, 10, 60_000),
+    eventRetentionMs: int(env, "EVENT_RETENTION_HOURS", 168, 1, 87_600) * 60 * MINUTE,
+    idempotencyTtlMs: int(env, "IDEMPOTENCY_TTL_HOURS", 24, 1, 8760) * 60 * MINUTE,
+    createInflightMs: int(env, "CREATE_INFLIGHT_SECONDS", 120, 5, 86_400) * 1000,
+    logLevel: oneOf(env, "LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
+  };
+}

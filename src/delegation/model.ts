@@ -1,0 +1,116 @@
+/**
+ * The domain model of a delegation, free of transport and storage types.
+ * Times are epoch milliseconds.
+ */
+
+export type DelegationState = "REQUESTED" | "ACTIVE" | "EXPIRED" | "REVOKED" | "FAILED";
+
+export type EventType = "CREATED" | "REVOKED" | "EXPIRED" | "FAILED" | "COMMAND_LIMIT_REACHED";
+
+/** End reasons the broker itself sets; callers may give their own revoke reason. */
+export const EndReason = {
+  manualRevocation: "manual_revocation",
+  ttlElapsed: "ttl_elapsed",
+  commandLimit: "command_limit",
+  delegatorAcRevoked: "delegator_ac_revoked",
+  parentEnded: "parent_delegation_ended",
+  creationFailed: "creation_failed",
+} as const;
+
+/** One delegation as stored. */
+export interface Delegation {
+  id: string;
+  state: DelegationState;
+  agentType: string;
+  agentModel: string;
+  agentDid: string;
+  agentClientId: string;
+  /** The identity provider's own id for the agent (Keycloak client UUID, Entra object id). */
+  idpObjectId: string;
+  idpBackend: string;
+  delegatorDid: string;
+  delegatorAcId: string;
+  delegatedAcId: string;
+  /** The delegated access context GSAP returned, as JSON. */
+  delegatedAc: DelegatedContext | null;
+  capabilityCeiling: string;
+  ceremonyRequiredFor: string[];
+  prohibitedCommands: string[];
+  inheritCorpus: boolean;
+  inheritContexts: boolean;
+  accordTemplate: string;
+  maxCommands: number;
+  commandsExecuted: number;
+  depth: number;
+  createTime: number;
+  updateTime: number;
+  expireTime: number;
+  endTime: number | null;
+  endReason: string;
+  chronicleCid: string;
+  /** The agent identity still has to be deleted from the identity provider. */
+  idpCleanupPending: boolean;
+}
+
+/** The delegated access context GSAP issued for the agent. */
+export interface DelegatedContext {
+  contextId: string;
+  status: string;
+  principalDid: string;
+  delegationId: string;
+  capabilityCeiling: string;
+  expireTime: number | null;
+  /** GSAP's whole answer. */
+  attributes: Record<string, unknown>;
+}
+
+/** One entry of the event log. */
+export interface DelegationEvent {
+  revision: bigint;
+  type: EventType;
+  delegation: Delegation;
+  eventTime: number;
+  reason: string;
+}
+
+/** What the agent identity is known as in the identity provider. */
+export interface AgentPrincipal {
+  did: string;
+  clientId: string;
+  displayName: string;
+}
+
+/** The answer to CreateDelegation, as kept for idempotent replay (without the secret). */
+export interface CreateResult {
+  delegation: Delegation;
+  agentPrincipal: AgentPrincipal;
+  delegatedAc: DelegatedContext;
+  agentCredential: { clientId: string; clientSecret: string };
+}
+
+export type CommandDecision = "ALLOW" | "DENY" | "CEREMONY_REQUIRED";
+
+export interface AuthorizeResult {
+  decision: CommandDecision;
+  reason: string;
+  commandsRemaining: number;
+  matchedRule: string;
+}
+
+/** The caller, as established by authentication. */
+export interface Principal {
+  /** The caller's DID; empty for an anonymous dev caller. */
+  did: string;
+  /** May act on every delegation (the GSAP broker's service principal). */
+  admin: boolean;
+}
+
+/** Whether a delegation is still live. */
+export function isLive(d: Delegation): boolean {
+  return d.state === "REQUESTED" || d.state === "ACTIVE";
+}
+
+/** Commands the delegation may still run. */
+export function commandsRemaining(d: Delegation): number {
+  return Math.max(0, d.maxCommands - d.commandsExecuted);
+}

@@ -1,0 +1,136 @@
+/**
+ * The delegation policy: defaults, caps and the capability ceiling. Pure
+ * functions over settings, so the rules are tested without a server.
+ */
+import { BrokerError, invalidArgument } from "./errors.js";
+import { words } from "./command-matcher.js";
+
+export interface PolicySettings {
+  capabilityOrder: string[];
+  defaultCapabilityCeiling: string;
+  defaultTtlMs: number;
+  maxTtlMs: number;
+  defaultMaxCommands: number;
+  maxCommandsCap: number;
+  defaultCeremonyRequiredFor: string[];
+  maxDelegationDepth: number;
+}
+
+/** The scope as the caller asked for it; undefined means "use the default". */
+export interface RequestedScope {
+  capabilityCeiling?: string;
+  inheritCorpus?: boolean;
+  inheritContexts?: boolean;
+  ceremonyRequiredFor?: string[];
+  prohibitedCommands?: string[];
+  ttlMs?: number;
+  maxCommands?: number;
+}
+
+/** The scope the delegation gets after defaults, caps and narrowing. */
+export interface EffectiveScope {
+  capabilityCeiling: string;
+  inheritCorpus: boolean;
+  inheritContexts: boolean;
+  ceremonyRequiredFor: string[];
+  prohibitedCommands: string[];
+  ttlMs: number;
+  maxCommands: number;
+}
+
+/** What is known of the authority the delegation is cut from. */
+export interface DelegatorAuthority {
+  capabilityCeiling: string;
+  /** When the delegator's own access context ends, if it does. */
+  expireTime: number | null;
+  /** 0 for a human's own context; n for a context delegated n times. */
+  depth: number;
+}
+
+export const MAX_RULES = 64;
+export const MAX_RULE_LENGTH = 128;
+
+/** Position of a capability in the configured order, or an INVALID_ARGUMENT. */
+export function capabilityRank(order: readonly string[], capability: string, field: string): number {
+  const rank = order.indexOf(capability);
+  if (rank < 0) throw invalidArgument(field, `unknown capability "${capability}"; known: ${order.join(", ")}`);
+  return rank;
+}
+
+function ruleList(field: string, list: string[] | undefined): string[] | undefined {
+  if (list === undefined) return undefined;
+  if (list.length > MAX_RULES) throw invalidArgument(field, `at most ${MAX_RULES} entries`);
+  const out: string[] = [];
+  for (const [i, entry] of list.entries()) {
+    const e = entry.trim();
+    if (e.length === 0 || e.length > MAX_RULE_LENGTH) {
+      throw invalidArgument(`${field}[${i}]`, `must be 1 to ${MAX_RULE_LENGTH} characters`);
+    }
+    if (words(e).length === 0) throw invalidArgument(`${field}[${i}]`, "must contain a word");
+    if (!out.includes(e)) out.push(e);
+  }
+  return out;
+}
+
+/**
+ * Applies defaults and caps to `requested` and narrows it to `delegator`.
+ * A capability above the delegator's is PERMISSION_DENIED; the TTL is cut to
+ * the delegator's own expiry; a depth beyond the configured maximum is refused.
+ */
+export function resolveScope(
+  settings: PolicySettings,
+  requested: RequestedScope,
+  delegator: DelegatorAuthority,
+  now: number,
+): EffectiveScope {
+  if (delegator.depth + 1 > settings.maxDelegationDepth) {
+    throw new BrokerError(
+      "PERMISSION_DENIED",
+      "DELEGATION_DEPTH_EXCEEDED",
+      `delegation depth ${delegator.depth + 1} exceeds the maximum of ${settings.maxDelegationDepth}`,
+    );
+  }
+  const capabilityCeiling = requested.capabilityCeiling || settings.defaultCapabilityCeiling;
+  const wanted = capabilityRank(settings.capabilityOrder, capabilityCeiling, "scope.capability_ceiling");
+  const held = capabilityRank(settings.capabilityOrder, delegator.capabilityCeiling, "delegator ceiling");
+  if (wanted > held) {
+    throw new BrokerError(
+      "PERMISSION_DENIED",
+      "CEILING_ABOVE_DELEGATOR",
+      `scope.capability_ceiling ${capabilityCeiling} is above the delegator's ceiling ${delegator.capabilityCeiling}`,
+      { field: "scope.capability_ceiling" },
+    );
+  }
+
+  let ttlMs = requested.ttlMs ?? settings.defaultTtlMs;
+  if (requested.ttlMs !== undefined && (!Number.isFinite(ttlMs) || ttlMs < 1000)) {
+    throw invalidArgument("scope.ttl", "must be at least 1 second");
+  }
+  if (ttlMs > settings.maxTtlMs) {
+    throw invalidArgument("scope.ttl", `must not exceed ${settings.maxTtlMs / 60_000} minutes`);
+  }
+  if (delegator.expireTime !== null) {
+    const left = delegator.expireTime - now;
+    if (left < 1000) {
+      throw new BrokerError("FAILED_PRECONDITION", "DELEGATOR_CONTEXT_EXPIRED", "the delegator's access context has expired");
+    }
+    ttlMs = Math.min(ttlMs, left);
+  }
+
+  const maxCommands = requested.maxCommands ?? settings.defaultMaxCommands;
+  if (!Number.isInteger(maxCommands) || maxCommands < 1 || maxCommands > settings.maxCommandsCap) {
+    throw invalidArgument("scope.max_commands", `must be between 1 and ${settings.maxCommandsCap}`);
+  }
+
+  const ceremony = ruleList("scope.ceremony_required_for", requested.ceremonyRequiredFor);
+  const prohibited = ruleList("scope.prohibited_commands", requested.prohibitedCommands);
+  return {
+    capabilityCeiling,
+    inheritCorpus: requested.inheritCorpus ?? true,
+    inheritContexts: requested.inheritContexts ?? true,
+    ceremonyRequiredFor: ceremony && ceremony.length > 0 ? ceremony : [...settings.defaultCeremonyRequiredFor],
+    prohibitedCommands: prohibited ?? [],
+    ttlMs,
+    maxCommands,
+  };
+}

@@ -1,0 +1,80 @@
+/**
+ * A background loop: runs a task every interval, at once when kicked, never
+ * twice at the same time, and backs off exponentially after failures.
+ * Tests call runOnce() instead of waiting for the timer.
+ */
+import type { Logger } from "../logging.js";
+
+export interface LoopOptions {
+  name: string;
+  /** The work; returns how much it did, for the log. */
+  task: () => Promise<number | void>;
+  /** By default, 30 s. */
+  intervalMs?: number;
+  /** Upper bound of the backoff. By default, 5 min. */
+  maxBackoffMs?: number;
+  log?: Logger;
+}
+
+export class Loop {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+  private failures = 0;
+  private stopped = true;
+  private readonly intervalMs: number;
+  private readonly maxBackoffMs: number;
+
+  constructor(private readonly options: LoopOptions) {
+    this.intervalMs = options.intervalMs ?? 30_000;
+    this.maxBackoffMs = options.maxBackoffMs ?? 300_000;
+  }
+
+  start(): void {
+    this.stopped = false;
+    void this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** Runs the task now (or joins the run under way) and returns what it reported. */
+  runOnce(): Promise<number> {
+    this.running ??= (async () => {
+      try {
+        const n = (await this.options.task()) ?? 0;
+        this.failures = 0;
+        return n;
+      } catch (err) {
+        this.failures++;
+        this.options.log?.warn({ err, loop: this.options.name, failures: this.failures }, "background task failed");
+        throw err;
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /** Runs soon, then reschedules. Never rejects. */
+  async kick(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.runOnce().catch(() => undefined);
+    this.schedule(this.nextDelay());
+  }
+
+  /** Sleeps until `delayMs` from now (used by the expiry scheduler to wake on time). */
+  schedule(delayMs: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.kick(), Math.max(0, Math.min(delayMs, 2_147_000_000)));
+    this.timer.unref();
+  }
+
+  private nextDelay(): number {
+    if (this.failures === 0) return this.intervalMs;
+    return Math.min(this.maxBackoffMs, 1000 * 2 ** Math.min(this.failures - 1, 16));
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * The broker's listeners: gRPC (HTTP/2 cleartext) on grpc-js, and Connect +
+ * gRPC-Web over HTTP/1.1 on connect-node for browsers, with CORS. Both serve
+ * the same intercepted ServiceImpl.
+ */
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { type ServiceImpl, cors as connectCors } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
+import { addConnectService } from "./grpc-adapter.js";
+import { DEV_DID_HEADER } from "./principal.js";
+
+export interface ServerOptions {
+  host: string;
+  grpcPort: number;
+  webPort: number;
+  corsOrigins: string[];
+  /** Extra GET routes on the web port (health). */
+  routes?: Record<string, () => Promise<unknown>>;
+  /** Largest request message. By default, 1 MiB. */
+  maxMessageBytes?: number;
+}
+
+export interface RunningServer {
+  grpcPort: number;
+  webPort: number;
+  /** Aborted when shutdown starts: streams end. */
+  shutdownSignal: AbortSignal;
+  close(): Promise<void>;
+}
+
+/** Answers CORS for configured origins only; requests from other origins get no CORS headers. */
+function withCors(origins: ReadonlySet<string>, next: http.RequestListener): http.RequestListener {
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization", DEV_DID_HEADER].join(", ");
+  const exposeHeaders = connectCors.exposedHeaders.join(", ");
+  const allowMethods = connectCors.allowedMethods.join(", ");
+  return (req, res) => {
+    const origin = req.headers.origin;
+    if (origin !== undefined) {
+      res.setHeader("Vary", "Origin");
+      if (origins.has(origin)) {
+        res.setHeader("Access-Control-Allow-Origin", origin);
+        res.setHeader("Access-Control-Expose-Headers", exposeHeaders);
+        if (req.method === "OPTIONS") {
+          res.writeHead(204, {
+            "Access-Control-Allow-Methods": allowMethods,
+            "Access-Control-Allow-Headers": allowHeaders,
+            "Access-Control-Max-Age": "7200",
+          });
+          res.end();
+          return;
+        }
+      } else if (req.method === "OPTIONS") {
+        res.writeHead(403).end();
+        return;
+      }
+    }
+    next(req, res);
+  };
+}
+
+/** Starts both listeners; port 0 picks a free port (reported in the result). */
+export async function startServer(impl: ServiceImpl<typeof DelegationService>, options: ServerOptions): Promise<RunningServer> {
+  const shutdown = new AbortController();
+  const maxBytes = options.maxMessageBytes ?? 1024 * 1024;
+
+  const grpcServer = new grpc.Server({
+    "grpc.max_receive_message_length": maxBytes,
+    "grpc.max_concurrent_streams": 1000,
+    "grpc.keepalive_time_ms": 60_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  addConnectService(grpcServer, DelegationService, impl, shutdown.signal);
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync(`${options.host}:${options.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    ),
+  );
+
+  const connect = connectNodeAdapter({
+    routes: (router) => router.service(DelegationService, impl),
+    readMaxBytes: maxBytes,
+    shutdownSignal: shutdown.signal,
+  });
+  const routes = options.routes ?? {};
+  const web = http.createServer(
+    withCors(new Set(options.corsOrigins), (req, res) => {
+      const route = req.method === "GET" ? routes[req.url ?? ""] : undefined;
+      if (!route) return connect(req, res);
+      route().then(
+        (body) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body)),
+        () => res.writeHead(503, { "content-type": "application/json" }).end('{"status":"unavailable"}'),
+      );
+    }),
+  );
+  web.keepAliveTimeout = 65_000;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      web.once("error", reject);
+      web.listen(options.webPort, options.host, () => resolve());
+    });
+  } catch (err) {
+    grpcServer.forceShutdown();
+    throw err;
+  }
+  const webPort = (web.address() as AddressInfo).port;
+
+  return {
+    grpcPort,
+    webPort,
+    shutdownSignal: shutdown.signal,
+    async close() {
+      shutdown.abort();
+      await Promise.all([
+        new Promise<void>((resolve) => {
+          const force = setTimeout(() => grpcServer.forceShutdown(), 5000);
+          grpcServer.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        }),
+        new Promise<void>((resolve) => {
+          web.close(() => resolve());
+          web.closeIdleConnections();
+          setTimeout(() => web.closeAllConnections(), 5000).unref();
+        }),
+      ]);
+    },
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * The DelegationService implementation, shared by every transport (grpc-js,
+ * Connect, gRPC-Web). It translates messages to use-case inputs and back.
+ */
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { DelegationManager } from "../delegation/manager.js";
+import type { WatchHub } from "../events/watch-hub.js";
+import type { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
+import { delegationNotFound } from "../delegation/errors.js";
+import * as v from "../delegation/validate.js";
+import {
+  authorizeResultToMessage,
+  createResultToMessage,
+  delegationToMessage,
+  scopeFromMessage,
+  stateFromEnum,
+  watchItemToMessage,
+} from "./convert.js";
+import { principalOf } from "./principal.js";
+
+export interface DelegationServiceDeps {
+  manager: DelegationManager;
+  hub: WatchHub;
+}
+
+/** Creates the service implementation. */
+export function createDelegationService(deps: DelegationServiceDeps): ServiceImpl<typeof DelegationService> {
+  const { manager, hub } = deps;
+  return {
+    async createDelegation(req, ctx) {
+      const result = await manager.create(principalOf(ctx), {
+        delegatorAcId: req.delegatorAcId,
+        agentType: req.agentType,
+        agentModel: req.agentModel,
+        accordTemplate: req.accordTemplate,
+        scope: scopeFromMessage(req.scope),
+        requestId: req.requestId,
+      });
+      return createResultToMessage(result);
+    },
+
+    async revokeDelegation(req, ctx) {
+      const d = await manager.revoke(principalOf(ctx), {
+        delegationId: req.delegationId,
+        reason: req.reason,
+        requestId: req.requestId,
+      });
+      return { delegation: delegationToMessage(d) };
+    },
+
+    async getDelegation(req, ctx) {
+      return { delegation: delegationToMessage(await manager.get(principalOf(ctx), req.delegationId)) };
+    },
+
+    async listAgents(req, ctx) {
+      const page = await manager.list(principalOf(ctx), {
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+        delegatorDid: req.delegatorDid,
+        state: stateFromEnum(req.state),
+      });
+      const now = Date.now();
+      return {
+        delegations: page.items.map((d) => delegationToMessage(d, now)),
+        nextPageToken: page.nextPageToken,
+        totalSize: page.total,
+      };
+    },
+
+    async *watchDelegations(req, ctx) {
+      const principal = principalOf(ctx);
+      const filter: { delegationId?: string; delegatorDid?: string } = {};
+      if (req.delegationId !== "") {
+        // Watching one delegation requires seeing it: NOT_FOUND otherwise.
+        const d = await manager.get(principal, req.delegationId).catch(() => {
+          throw delegationNotFound(req.delegationId);
+        });
+        filter.delegationId = d.id;
+      }
+      if (req.delegatorDid !== "") filter.delegatorDid = v.did("delegator_did", req.delegatorDid);
+      if (!principal.admin) {
+        // A delegator watches only their own delegations.
+        if (filter.delegatorDid !== undefined && filter.delegatorDid !== principal.did) return;
+        if (filter.delegationId === undefined) filter.delegatorDid = principal.did;
+      }
+      for await (const item of hub.watch(req.startRevision, filter, ctx.signal)) {
+        yield watchItemToMessage(item);
+      }
+    },
+
+    async revokeDelegatorContext(req, ctx) {
+      const ids = await manager.revokeDelegatorContext(principalOf(ctx), {
+        delegatorAcId: req.delegatorAcId,
+        reason: req.reason,
+      });
+      return { revokedDelegationIds: ids };
+    },
+
+    async authorizeCommand(req, ctx) {
+      const r = await manager.authorizeCommand(principalOf(ctx), { delegationId: req.delegationId, command: req.command });
+      return authorizeResultToMessage(r);
+    },
+  };
+}
