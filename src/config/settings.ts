@@ -74,6 +74,26 @@ function list(env: Env, key: string, def: string[]): string[] {
     .filter((s) => s !== "");
 }
 
+/**
+ * A list of browser origins. The CORS check compares the Origin header exactly, so an
+ * entry with a path, a trailing slash or a wildcard would never match; refuse it here.
+ */
+function origins(env: Env, key: string, def: string[]): string[] {
+  const out = list(env, key, def);
+  for (const o of out) {
+    let origin: string | undefined;
+    try {
+      origin = new URL(o).origin;
+    } catch {
+      origin = undefined;
+    }
+    if (origin !== o || !/^https?:\/\//.test(o)) {
+      throw new SettingsError(`${key} entries must be origins like https://app.example.com:8443, got "${o}"`);
+    }
+  }
+  return out;
+}
+
 function oneOf<T extends string>(env: Env, key: string, def: T, allowed: readonly T[]): T {
   const v = str(env, key, def);
   if (!(allowed as readonly string[]).includes(v)) {
@@ -84,9 +104,22 @@ function oneOf<T extends string>(env: Env, key: string, def: T, allowed: readonl
 
 const MINUTE = 60_000;
 
+function databaseUrl(env: Env): string {
+  const url = str(env, "DATABASE_URL", "file:./data/llm-broker.db");
+  if (!/^(file:.+|postgres(ql)?:\/\/.+)$/.test(url)) {
+    throw new SettingsError("DATABASE_URL must be file:PATH (SQLite) or postgres://… (PostgreSQL)");
+  }
+  // Each connection to an in-memory SQLite database is a different database: migrations
+  // would land in one and the broker would read another.
+  if (/^file::memory:/.test(url)) throw new SettingsError("DATABASE_URL file::memory: is not supported; use a file path");
+  return url;
+}
+
 /** Reads settings from `env` (by default `process.env`), applying documented defaults. */
 export function loadSettings(env: Env = process.env): Settings {
   const capabilityOrder = list(env, "CAPABILITY_ORDER", ["CAP_READ", "CAP_MUTATE", "CAP_ADMIN"]);
+  // "," alone splits into nothing; say so here rather than blame the ceilings checked below.
+  if (capabilityOrder.length === 0) throw new SettingsError("CAPABILITY_ORDER must name at least one capability");
   if (new Set(capabilityOrder).size !== capabilityOrder.length) {
     throw new SettingsError("CAPABILITY_ORDER must not repeat a capability");
   }
@@ -107,12 +140,17 @@ export function loadSettings(env: Env = process.env): Settings {
   if (defaultMaxCommands > maxCommandsCap) {
     throw new SettingsError("DEFAULT_MAX_COMMANDS must not exceed MAX_COMMANDS_CAP");
   }
+  const grpcPort = int(env, "LLM_BROKER_PORT", 8092, 0, 65535);
+  const webPort = int(env, "LLM_BROKER_WEB_PORT", 8093, 0, 65535);
+  if (grpcPort !== 0 && grpcPort === webPort) {
+    throw new SettingsError(`LLM_BROKER_WEB_PORT must differ from LLM_BROKER_PORT (both ${grpcPort})`);
+  }
   return {
     host: str(env, "LLM_BROKER_HOST", "127.0.0.1"),
-    grpcPort: int(env, "LLM_BROKER_PORT", 8092, 0, 65535),
-    webPort: int(env, "LLM_BROKER_WEB_PORT", 8093, 0, 65535),
-    databaseUrl: str(env, "DATABASE_URL", "file:./data/llm-broker.db"),
-    corsOrigins: list(env, "CORS_ORIGINS", ["http://localhost:3000", "http://localhost:8000"]),
+    grpcPort,
+    webPort,
+    databaseUrl: databaseUrl(env),
+    corsOrigins: origins(env, "CORS_ORIGINS", ["http://localhost:3000", "http://localhost:8000"]),
     brokerDid: str(env, "BROKER_DID", "did:web:guildhouse.dev/service/llm-broker"),
     agentDidPrefix: str(env, "AGENT_DID_PREFIX", "did:web:guildhouse.dev/agent/"),
     authMode: oneOf(env, "AUTH_MODE", "dev", ["dev"] as const),

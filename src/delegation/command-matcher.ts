@@ -3,18 +3,23 @@
  * entry.
  *
  * Both the command and each entry are split into words: maximal runs of
- * letters, digits and underscores, compared case-insensitively. An entry
+ * letters (with their combining marks), digits and underscores, compared
+ * case-insensitively after NFC normalisation. An entry
  * matches when its words appear in the command as consecutive whole words.
  * So `drop` matches `psql -c "DROP TABLE t"` and `/usr/bin/drop`, but not
  * `dropdb` or `drop_table`; `rm -rf` matches `sudo rm -rf /tmp/x` but not
  * `rm -r -f`. Punctuation between words is ignored.
  */
 
-const WORD = /[\p{L}\p{N}_]+/gu;
+// Combining marks belong to their word: without \p{M}, a Devanagari vowel sign or a
+// decomposed accent would split one word in two, so `हट` would match inside `हटाओ`.
+const WORD = /[\p{L}\p{M}\p{N}_]+/gu;
 
 /** Splits text into lower-case words. */
 export function words(text: string): string[] {
-  return (text.toLowerCase().match(WORD) ?? []) as string[];
+  // NFC (after lower-casing, which can itself decompose) makes a decomposed "é" and a
+  // precomposed one the same word; otherwise typing a prohibited entry decomposed dodges it.
+  return (text.toLowerCase().normalize("NFC").match(WORD) ?? []) as string[];
 }
 
 /** A compiled list of entries, matched against many commands. */

@@ -5,8 +5,11 @@ const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /** A ULID (48-bit ms time + 80 random bits, Crockford base32). */
 export function ulid(now: number = Date.now()): string {
+  // A fractional clock would index CROCKFORD with a fraction (yielding "undefined" in the
+  // id), and a time outside 48 bits cannot be encoded in 10 characters.
+  if (!Number.isFinite(now) || now < 0 || now >= 2 ** 48) throw new RangeError(`ulid time out of range: ${now}`);
   let time = "";
-  let t = now;
+  let t = Math.floor(now);
   for (let i = 0; i < 10; i++) {
     time = CROCKFORD[t % 32] + time;
     t = Math.floor(t / 32);

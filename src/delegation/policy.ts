@@ -61,21 +61,30 @@ function ruleList(field: string, list: string[] | undefined): string[] | undefin
   if (list === undefined) return undefined;
   if (list.length > MAX_RULES) throw invalidArgument(field, `at most ${MAX_RULES} entries`);
   const out: string[] = [];
+  // Entries that split into the same words (`DROP`, `drop`, ` drop `) are one rule to the
+  // matcher; the first spelling is kept.
+  const seen = new Set<string>();
   for (const [i, entry] of list.entries()) {
     const e = entry.trim();
     if (e.length === 0 || e.length > MAX_RULE_LENGTH) {
       throw invalidArgument(`${field}[${i}]`, `must be 1 to ${MAX_RULE_LENGTH} characters`);
     }
-    if (words(e).length === 0) throw invalidArgument(`${field}[${i}]`, "must contain a word");
-    if (!out.includes(e)) out.push(e);
+    const w = words(e);
+    if (w.length === 0) throw invalidArgument(`${field}[${i}]`, "must contain a word");
+    const key = w.join(" ");
+    if (!seen.has(key)) {
+      seen.add(key);
+      out.push(e);
+    }
   }
   return out;
 }
 
 /**
  * Applies defaults and caps to `requested` and narrows it to `delegator`.
- * A capability above the delegator's is PERMISSION_DENIED; the TTL is cut to
- * the delegator's own expiry; a depth beyond the configured maximum is refused.
+ * A requested capability above the delegator's is PERMISSION_DENIED (the
+ * default is lowered to the delegator's instead); the TTL is cut to the
+ * delegator's own expiry; a depth beyond the configured maximum is refused.
  */
 export function resolveScope(
   settings: PolicySettings,
@@ -90,9 +99,26 @@ export function resolveScope(
       `delegation depth ${delegator.depth + 1} exceeds the maximum of ${settings.maxDelegationDepth}`,
     );
   }
-  const capabilityCeiling = requested.capabilityCeiling || settings.defaultCapabilityCeiling;
+  const held = settings.capabilityOrder.indexOf(delegator.capabilityCeiling);
+  if (held < 0) {
+    // GSAP reported a capability this broker is not configured for: not the caller's fault,
+    // so not INVALID_ARGUMENT, and no ceiling can be compared against it.
+    throw new BrokerError(
+      "FAILED_PRECONDITION",
+      "DELEGATOR_CEILING_UNKNOWN",
+      `the delegator's capability ceiling "${delegator.capabilityCeiling}" is not in the broker's CAPABILITY_ORDER`,
+    );
+  }
+  // Like the TTL, a default is narrowed to what the delegator holds; only a ceiling the
+  // caller asked for explicitly is refused for being too high.
+  let capabilityCeiling: string;
+  if (requested.capabilityCeiling) {
+    capabilityCeiling = requested.capabilityCeiling;
+  } else {
+    const fallback = capabilityRank(settings.capabilityOrder, settings.defaultCapabilityCeiling, "scope.capability_ceiling");
+    capabilityCeiling = fallback > held ? delegator.capabilityCeiling : settings.defaultCapabilityCeiling;
+  }
   const wanted = capabilityRank(settings.capabilityOrder, capabilityCeiling, "scope.capability_ceiling");
-  const held = capabilityRank(settings.capabilityOrder, delegator.capabilityCeiling, "delegator ceiling");
   if (wanted > held) {
     throw new BrokerError(
       "PERMISSION_DENIED",

@@ -10,8 +10,9 @@ const AGENT_TYPE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const DELEGATION_ID = /^del_[0-9A-Z]{26}$/;
 // did:method:method-specific-id (W3C DID core syntax, ASCII subset).
 const DID = /^did:[a-z0-9]+:[A-Za-z0-9._:%\/-]+$/;
+// C0, DEL and C1 (U+0080-U+009F, e.g. NEL, CSI): any of them can forge log lines or drive terminals.
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /** An id-like field (access context ids, accord template names): at most 256 characters. */
 export function identifier(field: string, value: string, opts: { required?: boolean } = {}): string {
@@ -41,6 +42,7 @@ export function text(field: string, value: string, max: number): string {
 
 /** A revocation reason: 1-256 characters of text. */
 export function reason(field: string, value: string): string {
+  if (value === "") throw invalidArgument(field, "is required");
   return text(field, value, 256);
 }
 

@@ -1,7 +1,7 @@
 /**
- * Chooses the registrar from settings. `auto` picks Entra if configured, then
- * Keycloak, then the stub; a driver asked for by name that cannot be built is
- * a start-up error, never a silent fallback.
+ * Chooses the registrar from settings. This release has only the stub, so
+ * `auto` selects it; `keycloak` and `entra` asked for by name are a start-up
+ * error, never a silent fallback to the stub.
  */
 import type { Settings } from "../config/settings.js";
 import { SettingsError } from "../config/settings.js";

@@ -63,21 +63,21 @@ export class ExpiryScheduler {
 
   private async tick(): Promise<void> {
     let failed = false;
+    let upcoming: number | null = null;
     try {
       // Expire in batches until nothing more is due.
       while ((await this.runOnce()) > 0 && !this.stopped);
+      if (!this.stopped) upcoming = await this.target.nextExpireTime();
     } catch (err) {
+      // A failed nextExpireTime counts too: sleeping the full maxSleepMs instead would let
+      // a delegation due sooner outlive its expire time.
       failed = true;
       this.options.log?.warn({ err }, "expiry sweep failed; retrying in 1 s");
     }
     if (this.stopped) return;
     const now = this.clock();
-    let next = now + this.maxSleepMs;
-    if (failed) next = now + 1000;
-    else {
-      const t = await this.target.nextExpireTime().catch(() => null);
-      if (t !== null && t < next) next = t;
-    }
+    let next = failed ? now + 1000 : now + this.maxSleepMs;
+    if (upcoming !== null && upcoming < next) next = upcoming;
     if (this.announced < next) next = this.announced;
     this.announced = Number.POSITIVE_INFINITY;
     this.wakeAt = Number.POSITIVE_INFINITY;

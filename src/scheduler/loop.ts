@@ -42,7 +42,8 @@ export class Loop {
 
   /** Runs the task now (or joins the run under way) and returns what it reported. */
   runOnce(): Promise<number> {
-    this.running ??= (async () => {
+    if (this.running) return this.running;
+    const run = (async () => {
       try {
         const n = (await this.options.task()) ?? 0;
         this.failures = 0;
@@ -51,21 +52,29 @@ export class Loop {
         this.failures++;
         this.options.log?.warn({ err, loop: this.options.name, failures: this.failures }, "background task failed");
         throw err;
-      } finally {
-        this.running = undefined;
       }
     })();
-    return this.running;
+    this.running = run;
+    // Cleared here rather than in a `finally` inside the run: a task that throws
+    // synchronously settles the run before `running` is assigned, and the loop would
+    // then hand out that rejected run forever.
+    const clear = () => {
+      if (this.running === run) this.running = undefined;
+    };
+    run.then(clear, clear);
+    return run;
   }
 
-  /** Runs soon, then reschedules. Never rejects. */
+  /** Runs soon, then reschedules; does nothing when stopped. Never rejects. */
   async kick(): Promise<void> {
+    // A hook may kick during shutdown; the task must not run against closed drivers.
+    if (this.stopped) return;
     clearTimeout(this.timer);
     await this.runOnce().catch(() => undefined);
     this.schedule(this.nextDelay());
   }
 
-  /** Sleeps until `delayMs` from now (used by the expiry scheduler to wake on time). */
+  /** Sleeps until `delayMs` from now, for callers that know when work is next due. */
   schedule(delayMs: number): void {
     if (this.stopped) return;
     clearTimeout(this.timer);

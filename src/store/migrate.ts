@@ -94,7 +94,7 @@ export async function migrate(databaseUrl: string): Promise<MigrateResult> {
 }
 
 function migrateSqlite(path: string): MigrateResult {
-  if (path !== ":memory:") mkdirSync(dirname(resolve(path)), { recursive: true });
+  mkdirSync(dirname(resolve(path)), { recursive: true });
   const db = new Database(path);
   try {
     db.pragma("journal_mode = WAL");

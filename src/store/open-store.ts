@@ -25,7 +25,7 @@ export async function openStore(databaseUrl: string, options: OpenStoreOptions =
   const target = parseDatabaseUrl(databaseUrl);
   if (options.migrate ?? true) await migrate(databaseUrl);
   if (target.provider === "sqlite") {
-    if (target.path !== ":memory:") mkdirSync(dirname(resolve(target.path)), { recursive: true });
+    mkdirSync(dirname(resolve(target.path)), { recursive: true });
     const adapter = new PrismaBetterSqlite3({ url: target.path, timeout: 5000 });
     const client = new SqliteClient({ adapter });
     // WAL lets readers in other processes (backups, `sqlite3`) work during writes.
