@@ -1,0 +1,81 @@
+/**
+ * A minimal typed gRPC client on @grpc/grpc-js for the DelegationService,
+ * built from the generated descriptors: what a GSAP broker written against
+ * grpc-js would send on the wire.
+ */
+import { type DescMessage, type DescMethod, type MessageInitShape, type MessageShape, create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ErrorDetailSchema } from "../../src/gen/llmbroker/v1/delegation_pb.js";
+import type { ErrorDetail } from "../../src/gen/llmbroker/v1/delegation_pb.js";
+import { DelegationService } from "../../src/gen/llmbroker/v1/delegation_service_pb.js";
+import { StatusSchema } from "./status.js";
+
+type Methods = typeof DelegationService.method;
+type In<K extends keyof Methods> = Methods[K]["input"];
+type Out<K extends keyof Methods> = Methods[K]["output"];
+
+export interface GrpcError extends Error {
+  code: grpc.status;
+  details: string;
+  metadata: grpc.Metadata;
+}
+
+/** The ErrorDetail carried in grpc-status-details-bin, if any. */
+export function errorDetailOf(err: unknown): ErrorDetail | undefined {
+  const md = (err as GrpcError).metadata;
+  const raw = md?.get("grpc-status-details-bin")[0];
+  if (!raw) return undefined;
+  const status = fromBinary(StatusSchema, raw as Buffer);
+  const any = status.details.find((d) => d.typeUrl.endsWith("llmbroker.v1.ErrorDetail"));
+  return any ? fromBinary(ErrorDetailSchema, any.value) : undefined;
+}
+
+function path(method: DescMethod): string {
+  return `/${DelegationService.typeName}/${method.name}`;
+}
+
+const ser = (schema: DescMessage) => (m: unknown) => Buffer.from(toBinary(schema, m as never));
+const de = (schema: DescMessage) => (b: Buffer) => fromBinary(schema, b);
+
+export class GrpcTestClient {
+  readonly raw: grpc.Client;
+
+  constructor(address: string) {
+    this.raw = new grpc.Client(address, grpc.credentials.createInsecure());
+  }
+
+  /** Calls a unary method with optional metadata headers. */
+  unary<K extends Exclude<keyof Methods, "watchDelegations">>(
+    name: K,
+    request: MessageInitShape<In<K>>,
+    headers: Record<string, string> = {},
+    deadlineMs = 20_000,
+  ): Promise<MessageShape<Out<K>>> {
+    const method = DelegationService.method[name] as DescMethod;
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(headers)) md.set(k, v);
+    return new Promise((resolve, reject) => {
+      this.raw.makeUnaryRequest(
+        path(method),
+        ser(method.input),
+        de(method.output),
+        create(method.input, request as never),
+        md,
+        { deadline: Date.now() + deadlineMs },
+        (err, res) => (err ? reject(err) : resolve(res as MessageShape<Out<K>>)),
+      );
+    });
+  }
+
+  /** Opens WatchDelegations; the returned call emits 'data', 'error' and 'end'. */
+  watch(request: MessageInitShape<In<"watchDelegations">>, headers: Record<string, string> = {}): grpc.ClientReadableStream<MessageShape<Out<"watchDelegations">>> {
+    const method = DelegationService.method.watchDelegations as DescMethod;
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(headers)) md.set(k, v);
+    return this.raw.makeServerStreamRequest(path(method), ser(method.input), de(method.output), create(method.input, request as never), md, {}) as never;
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
