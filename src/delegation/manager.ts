@@ -76,6 +76,21 @@ export interface ListResult {
   total: number;
 }
 
+/**
+ * What AuthorizeCommand needs of a delegation and that never changes once it
+ * exists, so a cached copy is right on every replica without invalidation.
+ */
+interface CommandPolicy {
+  delegatorDid: string;
+  agentDid: string;
+  expireTime: number;
+  prohibited: CommandMatcher;
+  ceremony: CommandMatcher;
+}
+
+/** Delegations whose command policy is kept in memory (about 1 KiB each). */
+const POLICY_CACHE_SIZE = 10_000;
+
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
 const DEFAULT_AGENT_TYPE = "claude-code";
@@ -106,6 +121,7 @@ export class DelegationManager {
   private readonly log: Logger;
   private readonly clock: () => number;
   private readonly hooks: ManagerHooks;
+  private readonly policies = new Map<string, CommandPolicy>();
 
   constructor(deps: DelegationManagerDeps) {
     this.store = deps.store;
@@ -449,39 +465,70 @@ export class DelegationManager {
     return ended;
   }
 
-  /** Decides one command: prohibited → DENY, ceremony → CEREMONY_REQUIRED (uncounted), else counts it. */
+  /**
+   * Decides one command: prohibited → DENY, ceremony → CEREMONY_REQUIRED
+   * (uncounted), else counts it. The common ALLOW is one conditional update:
+   * the rules come from the policy cache, and the update itself checks that
+   * the delegation is active, unexpired and within budget.
+   */
   async authorizeCommand(principal: Principal, input: { delegationId: string; command: string }): Promise<AuthorizeResult> {
     const id = v.delegationId("delegation_id", input.delegationId);
     const command = v.command("command", input.command);
-    const d = await this.store.get(id);
-    if (!d || !canAct(principal, d)) throw delegationNotFound(id);
+    const policy = await this.policyFor(principal, id);
     const now = this.clock();
-    const deny = (reason: string, matchedRule = "", left = commandsRemaining(d)): AuthorizeResult => ({
-      decision: "DENY",
-      reason,
-      commandsRemaining: left,
-      matchedRule,
-    });
-    if (d.state !== "ACTIVE") return deny(denyReason(d));
-    if (d.expireTime <= now) return deny("delegation_expired");
-    const prohibited = new CommandMatcher(d.prohibitedCommands).match(command);
-    if (prohibited !== undefined) return deny("prohibited_command", prohibited);
-    const ceremony = new CommandMatcher(d.ceremonyRequiredFor).match(command);
-    if (ceremony !== undefined) {
-      return { decision: "CEREMONY_REQUIRED", reason: "ceremony_required", commandsRemaining: commandsRemaining(d), matchedRule: ceremony };
-    }
-    const counted = await this.store.countCommand(id, now);
-    switch (counted.kind) {
-      case "counted":
+    const prohibited = policy.prohibited.match(command);
+    const ceremony = prohibited === undefined ? policy.ceremony.match(command) : undefined;
+    if (prohibited === undefined && ceremony === undefined && policy.expireTime > now) {
+      const counted = await this.store.countCommand(id, now);
+      if (counted.kind === "counted") {
         return { decision: "ALLOW", reason: "allowed", commandsRemaining: counted.maxCommands - counted.commandsExecuted, matchedRule: "" };
-      case "limit_reached":
+      }
+      if (counted.kind === "limit_reached") {
         this.hooks.cleanupNeeded?.();
         await this.cascade(counted.delegation.delegatedAcId, EndReason.parentEnded, []);
         this.log.info({ delegationId: id }, "delegation reached its command limit");
         return { decision: "ALLOW", reason: "allowed_last_command", commandsRemaining: 0, matchedRule: "" };
-      case "refused":
-        return counted.delegation ? deny(denyReason(counted.delegation, now), "", commandsRemaining(counted.delegation)) : deny("delegation_not_found");
+      }
+      // Refused: explain from the current row.
     }
+    const d = await this.store.get(id);
+    if (!d) throw delegationNotFound(id);
+    const deny = (reason: string, matchedRule = ""): AuthorizeResult => ({
+      decision: "DENY",
+      reason,
+      commandsRemaining: commandsRemaining(d),
+      matchedRule,
+    });
+    if (d.state !== "ACTIVE") return deny(denyReason(d));
+    if (d.expireTime <= now) return deny("delegation_expired");
+    if (prohibited !== undefined) return deny("prohibited_command", prohibited);
+    if (ceremony !== undefined) {
+      return { decision: "CEREMONY_REQUIRED", reason: "ceremony_required", commandsRemaining: commandsRemaining(d), matchedRule: ceremony };
+    }
+    return deny(denyReason(d, now));
+  }
+
+  /** The immutable rules of a delegation, cached; NOT_FOUND if the caller may not act on it. */
+  private async policyFor(principal: Principal, id: string): Promise<CommandPolicy> {
+    let policy = this.policies.get(id);
+    if (!policy) {
+      const d = await this.store.get(id);
+      if (!d) throw delegationNotFound(id);
+      policy = {
+        delegatorDid: d.delegatorDid,
+        agentDid: d.agentDid,
+        expireTime: d.expireTime,
+        prohibited: new CommandMatcher(d.prohibitedCommands),
+        ceremony: new CommandMatcher(d.ceremonyRequiredFor),
+      };
+      // Oldest first out: Map keeps insertion order.
+      if (this.policies.size >= POLICY_CACHE_SIZE) this.policies.delete(this.policies.keys().next().value!);
+      this.policies.set(id, policy);
+    }
+    if (!principal.admin && (principal.did === "" || (principal.did !== policy.delegatorDid && principal.did !== policy.agentDid))) {
+      throw delegationNotFound(id);
+    }
+    return policy;
   }
 
   /** Expires every ACTIVE delegation whose time is up; returns how many. */

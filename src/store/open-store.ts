@@ -11,6 +11,7 @@ import { PrismaClient as SqliteClient } from "./generated/sqlite/client.js";
 import { PrismaClient as PostgresClient } from "./generated/postgresql/client.js";
 import { migrate } from "./migrate.js";
 import { PrismaStore } from "./prisma-store.js";
+import { SqliteReader } from "./sqlite-reader.js";
 import type { DelegationStore } from "./store.js";
 
 export interface OpenStoreOptions {
@@ -31,7 +32,7 @@ export async function openStore(databaseUrl: string, options: OpenStoreOptions =
     // WAL lets readers in other processes (backups, `sqlite3`) work during writes.
     await client.$queryRawUnsafe("PRAGMA journal_mode = WAL");
     await client.$queryRawUnsafe("PRAGMA synchronous = NORMAL");
-    return new PrismaStore(client, { driver: "sqlite" });
+    return new PrismaStore(client, { driver: "sqlite", reader: new SqliteReader(target.path) });
   }
   const adapter = new PrismaPg({ connectionString: target.url, max: options.poolSize ?? 10 });
   const client = new PostgresClient({ adapter });
