@@ -5,12 +5,12 @@
  * Connect and gRPC-Web from connect-node, from the same implementation.
  */
 import { type DescMessage, type DescMethod, type DescService, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ServiceImpl, createHandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl, createContextValues } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 
 type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
-type Handler = (req: unknown, ctx: ReturnType<typeof createHandlerContext>) => unknown;
+type Handler = (req: unknown, ctx: HandlerContext) => unknown;
 
 // createHandlerContext copies its headers into a Headers object; a plain record avoids a second copy.
 function headersOf(metadata: grpc.Metadata): Record<string, string> {
@@ -25,6 +25,7 @@ function headersOf(metadata: grpc.Metadata): Record<string, string> {
 // successful reply, and an abort without a reason allocates a DOMException.
 const CANCELLED = new ConnectError("cancelled by the client", Code.Canceled);
 const FINISHED = new Error("rpc finished");
+const SHUTDOWN = new ConnectError("the server is shutting down", Code.Unavailable);
 
 /** The gRPC status grpc-js sends for a ConnectError, with details in grpc-status-details-bin. */
 function statusOf(err: unknown): Partial<grpc.StatusObject> {
@@ -41,21 +42,56 @@ function timeoutOf(call: SurfaceCall): number | undefined {
   return Number.isFinite(ms) ? Math.max(0, ms - Date.now()) : undefined;
 }
 
-function contextFor(service: DescService, method: DescMethod, call: SurfaceCall, shutdown: AbortSignal) {
-  const cancelled = new AbortController();
-  call.once("cancelled", () => cancelled.abort(CANCELLED));
-  const timeoutMs = timeoutOf(call);
-  return createHandlerContext({
-    service,
+/** Calls in progress, aborted together at shutdown (one listener, not one per call). */
+interface LiveCalls {
+  shutdown: AbortSignal;
+  calls: Set<AbortController>;
+}
+
+interface CallContext extends HandlerContext {
+  /** Ends the context: aborts its signal, detaches from shutdown. */
+  finish(): void;
+}
+
+/**
+ * The HandlerContext of one grpc-js call. Lighter than Connect's
+ * createHandlerContext (one AbortController instead of linked ones per call):
+ * grpc-js enforces the deadline itself and reports it, like a client cancel,
+ * as "cancelled".
+ */
+function contextFor(service: DescService, method: DescMethod, call: SurfaceCall, live: LiveCalls): CallContext {
+  const controller = new AbortController();
+  if (live.shutdown.aborted) controller.abort(SHUTDOWN);
+  else live.calls.add(controller);
+  call.once("cancelled", () => controller.abort(CANCELLED));
+  const deadline = timeoutOf(call);
+  const deadlineAt = deadline === undefined ? undefined : Date.now() + deadline;
+  let requestHeader: Headers | undefined;
+  let responseHeader: Headers | undefined;
+  let responseTrailer: Headers | undefined;
+  return {
     method,
-    protocolName: "grpc",
+    service,
+    signal: controller.signal,
+    timeoutMs: () => (deadlineAt === undefined ? undefined : Math.max(0, deadlineAt - Date.now())),
     requestMethod: "POST",
+    get requestHeader() {
+      return (requestHeader ??= new Headers(headersOf(call.metadata)));
+    },
+    get responseHeader() {
+      return (responseHeader ??= new Headers());
+    },
+    get responseTrailer() {
+      return (responseTrailer ??= new Headers());
+    },
+    protocolName: "grpc",
+    values: createContextValues(),
     url: `/${service.typeName}/${method.name}`,
-    requestHeader: headersOf(call.metadata),
-    requestSignal: cancelled.signal,
-    shutdownSignal: shutdown,
-    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-  });
+    finish() {
+      live.calls.delete(controller);
+      if (!controller.signal.aborted) controller.abort(FINISHED);
+    },
+  };
 }
 
 /** Registers every method of `service` on `server`, served by `impl`. */
@@ -65,6 +101,15 @@ export function addConnectService<S extends DescService>(
   impl: ServiceImpl<S>,
   shutdown: AbortSignal,
 ): void {
+  const live: LiveCalls = { shutdown, calls: new Set() };
+  shutdown.addEventListener(
+    "abort",
+    () => {
+      for (const c of live.calls) c.abort(SHUTDOWN);
+      live.calls.clear();
+    },
+    { once: true },
+  );
   const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const method of service.methods) {
@@ -86,18 +131,18 @@ export function addConnectService<S extends DescService>(
     const handler = (impl as unknown as Record<string, Handler>)[method.localName]!.bind(impl);
     if (method.methodKind === "unary") {
       handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const ctx = contextFor(service, method, call, shutdown);
+        const ctx = contextFor(service, method, call, live);
         Promise.resolve()
           .then(() => handler(call.request, ctx))
           .then(
             (res) => callback(null, res),
             (err) => callback(statusOf(err)),
           )
-          .finally(() => ctx.abort(FINISHED));
+          .finally(() => ctx.finish());
       };
     } else {
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        const ctx = contextFor(service, method, call, shutdown);
+        const ctx = contextFor(service, method, call, live);
         void (async () => {
           try {
             for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
@@ -118,7 +163,7 @@ export function addConnectService<S extends DescService>(
           } catch (err) {
             if (!call.cancelled) call.emit("error", statusOf(err));
           } finally {
-            ctx.abort(FINISHED);
+            ctx.finish();
           }
         })();
       };
