@@ -4,8 +4,8 @@
  */
 
 export type RegistrarDriver = "auto" | "keycloak" | "entra" | "stub";
-export type GsapDriver = "dev";
-export type AuditDriver = "log";
+export type GsapDriver = "dev" | "http";
+export type AuditDriver = "log" | "chronicle";
 export type AuthMode = "dev";
 
 export interface Settings {
@@ -23,6 +23,28 @@ export interface Settings {
   registrar: RegistrarDriver;
   gsapDriver: GsapDriver;
   auditDriver: AuditDriver;
+  keycloak: { url: string; realm: string; adminClientId: string; adminClientSecret: string };
+  entra: {
+    tenantId: string;
+    clientId: string;
+    clientSecret: string;
+    /** Authority host, https. By default, https://login.microsoftonline.com. */
+    authorityHost: string;
+    graphUrl: string;
+    /** When set, agents are Entra Agent ID identities of this blueprint (appId). */
+    agentBlueprintId: string;
+    /** Object id of the user or group that sponsors agent identities (blueprint path). */
+    sponsorId: string;
+    /** Also delete applications permanently from deleted items. */
+    purgeDeleted: boolean;
+  };
+  gsap: { url: string; bearerToken: string; corpusEntryCid: string };
+  chronicle: { webhookUrl: string };
+  /** Refuse to grant authority that cannot be audited (see README). */
+  auditFailClosed: boolean;
+  auditFailClosedTimeoutMs: number;
+  http: { timeoutMs: number; maxRetries: number; caFile: string };
+  reconcileIntervalMs: number;
   /** The delegator's ceiling when GSAP runs in dev mode. */
   devDelegatorCeiling: string;
   /** Capability names from weakest to strongest. */
@@ -104,6 +126,25 @@ function oneOf<T extends string>(env: Env, key: string, def: T, allowed: readonl
 
 const MINUTE = 60_000;
 
+function bool(env: Env, key: string, def: boolean): boolean {
+  const v = str(env, key, String(def)).toLowerCase();
+  if (v === "true" || v === "1") return true;
+  if (v === "false" || v === "0") return false;
+  throw new SettingsError(`${key} must be true or false, got "${v}"`);
+}
+
+function httpUrl(env: Env, key: string, def: string): string {
+  const v = str(env, key, def).replace(/\/+$/, "");
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new SettingsError(`${key} must be an http(s) URL, got "${v}"`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new SettingsError(`${key} must be an http(s) URL, got "${v}"`);
+  return v;
+}
+
 function databaseUrl(env: Env): string {
   const url = str(env, "DATABASE_URL", "file:./data/llm-broker.db");
   if (!/^(file:.+|postgres(ql)?:\/\/.+)$/.test(url)) {
@@ -145,7 +186,7 @@ export function loadSettings(env: Env = process.env): Settings {
   if (grpcPort !== 0 && grpcPort === webPort) {
     throw new SettingsError(`LLM_BROKER_WEB_PORT must differ from LLM_BROKER_PORT (both ${grpcPort})`);
   }
-  return {
+  const settings: Settings = {
     host: str(env, "LLM_BROKER_HOST", "127.0.0.1"),
     grpcPort,
     webPort,
@@ -155,8 +196,38 @@ export function loadSettings(env: Env = process.env): Settings {
     agentDidPrefix: str(env, "AGENT_DID_PREFIX", "did:web:guildhouse.dev/agent/"),
     authMode: oneOf(env, "AUTH_MODE", "dev", ["dev"] as const),
     registrar: oneOf(env, "AGENT_REGISTRAR", "auto", ["auto", "keycloak", "entra", "stub"] as const),
-    gsapDriver: oneOf(env, "GSAP_DRIVER", "dev", ["dev"] as const),
-    auditDriver: oneOf(env, "AUDIT_DRIVER", "log", ["log"] as const),
+    gsapDriver: oneOf(env, "GSAP_DRIVER", "dev", ["dev", "http"] as const),
+    auditDriver: oneOf(env, "AUDIT_DRIVER", "log", ["log", "chronicle"] as const),
+    keycloak: {
+      url: httpUrl(env, "KEYCLOAK_URL", "http://localhost:8080"),
+      realm: str(env, "KEYCLOAK_REALM", "substrate"),
+      adminClientId: str(env, "KEYCLOAK_ADMIN_CLIENT_ID", "llm-broker-admin"),
+      adminClientSecret: str(env, "KEYCLOAK_ADMIN_CLIENT_SECRET", ""),
+    },
+    entra: {
+      tenantId: str(env, "ENTRA_TENANT_ID", ""),
+      clientId: str(env, "ENTRA_CLIENT_ID", ""),
+      clientSecret: str(env, "ENTRA_CLIENT_SECRET", ""),
+      authorityHost: httpUrl(env, "ENTRA_AUTHORITY_HOST", "https://login.microsoftonline.com"),
+      graphUrl: httpUrl(env, "ENTRA_GRAPH_URL", "https://graph.microsoft.com/v1.0"),
+      agentBlueprintId: str(env, "ENTRA_AGENT_BLUEPRINT_ID", ""),
+      sponsorId: str(env, "ENTRA_SPONSOR_ID", ""),
+      purgeDeleted: bool(env, "ENTRA_PURGE_DELETED", false),
+    },
+    gsap: {
+      url: httpUrl(env, "GSAP_BROKER_URL", "http://localhost:8000"),
+      bearerToken: str(env, "GSAP_BEARER_TOKEN", ""),
+      corpusEntryCid: str(env, "GSAP_CORPUS_ENTRY_CID", "sha256:dev-jumphost"),
+    },
+    chronicle: { webhookUrl: str(env, "CHRONICLE_WEBHOOK_URL", "") },
+    auditFailClosed: bool(env, "AUDIT_FAIL_CLOSED", false),
+    auditFailClosedTimeoutMs: int(env, "AUDIT_FAIL_CLOSED_TIMEOUT_SECONDS", 5, 1, 300) * 1000,
+    http: {
+      timeoutMs: int(env, "HTTP_TIMEOUT_SECONDS", 10, 1, 300) * 1000,
+      maxRetries: int(env, "HTTP_MAX_RETRIES", 3, 0, 10),
+      caFile: str(env, "HTTP_CA_FILE", ""),
+    },
+    reconcileIntervalMs: int(env, "RECONCILE_INTERVAL_SECONDS", 60, 5, 86_400) * 1000,
     devDelegatorCeiling: capability("DEV_DELEGATOR_CEILING", "CAP_MUTATE"),
     capabilityOrder,
     defaultCapabilityCeiling: capability("DEFAULT_CAPABILITY_CEILING", "CAP_MUTATE"),
@@ -174,4 +245,33 @@ export function loadSettings(env: Env = process.env): Settings {
     createInflightMs: int(env, "CREATE_INFLIGHT_SECONDS", 120, 5, 86_400) * 1000,
     logLevel: oneOf(env, "LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
   };
+  checkDrivers(settings);
+  return settings;
+}
+
+/** A driver asked for by name must be configured: a start-up error, never a silent fallback. */
+function checkDrivers(s: Settings): void {
+  if (s.registrar === "keycloak" && s.keycloak.adminClientSecret === "") {
+    throw new SettingsError("AGENT_REGISTRAR=keycloak needs KEYCLOAK_ADMIN_CLIENT_SECRET (and KEYCLOAK_URL, KEYCLOAK_REALM)");
+  }
+  if (s.registrar === "entra") {
+    const missing = (["tenantId", "clientId", "clientSecret"] as const).filter((k) => s.entra[k] === "");
+    if (missing.length > 0) {
+      const names = { tenantId: "ENTRA_TENANT_ID", clientId: "ENTRA_CLIENT_ID", clientSecret: "ENTRA_CLIENT_SECRET" };
+      throw new SettingsError(`AGENT_REGISTRAR=entra needs ${missing.map((k) => names[k]).join(", ")}`);
+    }
+  }
+  if (s.entra.agentBlueprintId !== "" && s.entra.sponsorId === "") {
+    throw new SettingsError("ENTRA_AGENT_BLUEPRINT_ID needs ENTRA_SPONSOR_ID (agent identities must have a sponsor)");
+  }
+  if (s.gsapDriver === "http" && s.gsap.bearerToken === "") {
+    throw new SettingsError("GSAP_DRIVER=http needs GSAP_BEARER_TOKEN (and GSAP_BROKER_URL)");
+  }
+  if (s.auditDriver === "chronicle") {
+    if (s.chronicle.webhookUrl === "") throw new SettingsError("AUDIT_DRIVER=chronicle needs CHRONICLE_WEBHOOK_URL");
+    if (!/^https?:\/\/.+/.test(s.chronicle.webhookUrl)) throw new SettingsError("CHRONICLE_WEBHOOK_URL must be an http(s) URL");
+  }
+  if (s.auditFailClosed && s.auditDriver !== "chronicle") {
+    throw new SettingsError("AUDIT_FAIL_CLOSED=true needs AUDIT_DRIVER=chronicle");
+  }
 }

@@ -40,6 +40,11 @@ export interface AgentRegistrar {
    * as deleted. With an empty clientId, finds it by its delegation id.
    */
   deleteAgent(ref: AgentIdentityRef): Promise<void>;
+  /**
+   * Every identity this broker registered that still exists, with the
+   * delegation id it is tagged with (for the orphan sweep).
+   */
+  listAgents(): AsyncIterable<AgentIdentityRef>;
   /** Releases connections and timers. */
   close(): Promise<void>;
 }

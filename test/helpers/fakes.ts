@@ -20,6 +20,7 @@ export function flakyRegistrar() {
       state.deleted.push(ref.delegationId);
       return inner.deleteAgent(ref);
     },
+    listAgents: () => inner.listAgents(),
     close: () => inner.close(),
   };
   return { registrar, state };

@@ -3,18 +3,11 @@
  * to the service log with the Chronicle event code it would carry. It reads
  * the same event log as Watch, from the moment the broker starts.
  */
-import type { DelegationEvent, EventType } from "../../delegation/model.js";
+import type { DelegationEvent } from "../../delegation/model.js";
+import { CHRONICLE_CODES } from "./chronicle-event.js";
 import type { WatchHub } from "../../events/watch-hub.js";
 import type { Logger } from "../../logging.js";
 
-/** Chronicle event codes, as the prototype defined them (0x3002 was never used). */
-export const CHRONICLE_CODES: Record<EventType, string> = {
-  CREATED: "0x3001",
-  REVOKED: "0x3003",
-  EXPIRED: "0x3004",
-  FAILED: "0x3005",
-  COMMAND_LIMIT_REACHED: "0x3006",
-};
 
 /** Follows the hub until `signal` aborts. */
 export async function runLogAuditSink(hub: WatchHub, log: Logger, signal: AbortSignal): Promise<void> {

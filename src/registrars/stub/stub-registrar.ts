@@ -24,6 +24,9 @@ export function createStubRegistrar(): AgentRegistrar & { readonly registered: R
     async deleteAgent(ref: AgentIdentityRef): Promise<void> {
       registered.delete(ref.delegationId);
     },
+    async *listAgents() {
+      for (const [delegationId, clientId] of registered) yield { delegationId, clientId, objectId: delegationId };
+    },
     async close() {},
   };
 }

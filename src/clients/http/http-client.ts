@@ -1,0 +1,217 @@
+/**
+ * Outbound HTTP for every external system (Keycloak, Graph/Entra, GSAP,
+ * Chronicle), on undici. One policy for all of them:
+ *
+ * - every attempt has a deadline (AbortSignal.timeout; undici's own header and
+ *   body timers tick at one-second resolution), and the whole call has one too;
+ * - retries are bounded and only where repeating is safe: idempotent methods,
+ *   or any method when the request provably was not processed (connection
+ *   refused, or 429 Too Many Requests);
+ * - 429 and 503 honour Retry-After (seconds or HTTP date), capped;
+ * - backoff is exponential with full jitter;
+ * - failures are UpstreamErrors, which the server maps to UNAVAILABLE or
+ *   DEADLINE_EXCEEDED. 4xx answers are returned for the driver to interpret.
+ */
+import { Agent, type Dispatcher, request } from "undici";
+import { BrokerError } from "../../delegation/errors.js";
+
+export type UpstreamFailure = "timeout" | "unreachable" | "status" | "malformed";
+
+/** A failed call to an external system. The message names the system, never secrets. */
+export class UpstreamError extends BrokerError {
+  override name = "UpstreamError";
+  constructor(
+    readonly system: string,
+    readonly failure: UpstreamFailure,
+    message: string,
+    readonly status?: number,
+    cause?: unknown,
+  ) {
+    super(
+      failure === "timeout" ? "DEADLINE_EXCEEDED" : "UNAVAILABLE",
+      `${system.toUpperCase()}_${failure === "timeout" ? "TIMEOUT" : "UNAVAILABLE"}`,
+      message,
+      { cause, metadata: { system, ...(status ? { status: String(status) } : {}) } },
+    );
+  }
+}
+
+export interface HttpClientOptions {
+  /** Names the system in errors and logs: keycloak, graph, gsap, chronicle. */
+  system: string;
+  /** Deadline of one attempt. By default, 10 s. */
+  timeoutMs?: number;
+  /** Deadline of the whole call, retries included. By default, 30 s. */
+  deadlineMs?: number;
+  /** Retries after the first attempt. By default, 3. */
+  maxRetries?: number;
+  /** First backoff. By default, 200 ms. */
+  minBackoffMs?: number;
+  /** Longest backoff, and the cap on Retry-After. By default, 5 s. */
+  maxBackoffMs?: number;
+  /** Extra CA certificates (PEM) to trust for TLS, e.g. a private CA. */
+  ca?: string;
+  /** Replaces the connection pool (tests). */
+  dispatcher?: Dispatcher;
+  /** Sleep function (tests). By default, setTimeout. */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export interface HttpRequest {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /** Absolute URL. */
+  url: string;
+  headers?: Record<string, string>;
+  /** Sent as application/json. */
+  json?: unknown;
+  /** Sent as application/x-www-form-urlencoded. */
+  form?: Record<string, string>;
+  /** Raw body with its own content-type header. */
+  body?: string;
+  /** Whether repeating the request is harmless. By default, true for GET, PUT and DELETE. */
+  idempotent?: boolean;
+  timeoutMs?: number;
+}
+
+export interface HttpResponse {
+  status: number;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  text: string;
+}
+
+const IDEMPOTENT = new Set(["GET", "PUT", "DELETE"]);
+const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
+// The connection never carried the request: safe to repeat any method.
+const NOT_SENT = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "UND_ERR_CONNECT_TIMEOUT"]);
+const NETWORK = new Set([...NOT_SENT, "ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
+
+function errorCode(err: unknown): string {
+  let e = err as { code?: string; cause?: unknown } | undefined;
+  for (let i = 0; e && i < 4; i++) {
+    if (typeof e.code === "string") return e.code;
+    e = e.cause as typeof e;
+  }
+  return "";
+}
+
+function isTimeout(err: unknown): boolean {
+  const name = (err as { name?: string })?.name;
+  return name === "TimeoutError" || errorCode(err) === "UND_ERR_HEADERS_TIMEOUT" || errorCode(err) === "UND_ERR_BODY_TIMEOUT";
+}
+
+/** Seconds from a Retry-After header (delta-seconds or HTTP-date), or undefined. */
+export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+function flatHeaders(h: Record<string, string | string[] | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) if (v !== undefined) out[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
+  return out;
+}
+
+/** An HTTP client for one external system. */
+export class HttpClient {
+  readonly system: string;
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsDispatcher: boolean;
+  private readonly timeoutMs: number;
+  private readonly deadlineMs: number;
+  private readonly maxRetries: number;
+  private readonly minBackoffMs: number;
+  private readonly maxBackoffMs: number;
+  private readonly sleep: (ms: number) => Promise<void>;
+
+  constructor(options: HttpClientOptions) {
+    this.system = options.system;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.deadlineMs = options.deadlineMs ?? 30_000;
+    this.maxRetries = options.maxRetries ?? 3;
+    this.minBackoffMs = options.minBackoffMs ?? 200;
+    this.maxBackoffMs = options.maxBackoffMs ?? 5_000;
+    this.sleep = options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.ownsDispatcher = options.dispatcher === undefined;
+    this.dispatcher =
+      options.dispatcher ??
+      new Agent({
+        connect: { timeout: Math.min(this.timeoutMs, 10_000), ...(options.ca ? { ca: options.ca } : {}) },
+        keepAliveTimeout: 4_000,
+        connections: 32,
+      });
+  }
+
+  /**
+   * Sends `req`, retrying where safe. Resolves with any answer below 500 other
+   * than 429; rejects with an UpstreamError otherwise.
+   */
+  async send(req: HttpRequest): Promise<HttpResponse> {
+    const idempotent = req.idempotent ?? IDEMPOTENT.has(req.method);
+    const started = Date.now();
+    const headers: Record<string, string> = { accept: "application/json", ...req.headers };
+    let body: string | undefined = req.body;
+    if (req.json !== undefined) {
+      body = JSON.stringify(req.json);
+      headers["content-type"] = "application/json";
+    } else if (req.form) {
+      body = new URLSearchParams(req.form).toString();
+      headers["content-type"] = "application/x-www-form-urlencoded";
+    }
+    let last: UpstreamError | undefined;
+    for (let attempt = 0; ; attempt++) {
+      const left = this.deadlineMs - (Date.now() - started);
+      if (left <= 0) break;
+      const timeout = Math.min(req.timeoutMs ?? this.timeoutMs, left);
+      let waitMs: number | undefined;
+      try {
+        const res = await request(req.url, {
+          dispatcher: this.dispatcher,
+          method: req.method,
+          headers,
+          body,
+          signal: AbortSignal.timeout(timeout),
+        });
+        const text = await res.body.text();
+        const response: HttpResponse = { status: res.statusCode, headers: flatHeaders(res.headers), text };
+        if (!RETRY_STATUS.has(res.statusCode)) return response;
+        last = new UpstreamError(this.system, "status", `${this.system} answered ${res.statusCode}`, res.statusCode);
+        // 429 means "not processed": repeatable whatever the method. 5xx only when idempotent.
+        if (!(idempotent || res.statusCode === 429)) break;
+        waitMs = retryAfterMs(response.headers["retry-after"]);
+      } catch (err) {
+        const code = errorCode(err);
+        if (isTimeout(err)) {
+          last = new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${timeout} ms`, undefined, err);
+          if (!idempotent) break;
+        } else if (NETWORK.has(code)) {
+          last = new UpstreamError(this.system, "unreachable", `${this.system} is unreachable (${code})`, undefined, err);
+          if (!(idempotent || NOT_SENT.has(code))) break;
+        } else {
+          throw new UpstreamError(this.system, "unreachable", `${this.system} request failed`, undefined, err);
+        }
+      }
+      if (attempt >= this.maxRetries) break;
+      const backoff = Math.random() * Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** attempt);
+      const delay = Math.min(this.maxBackoffMs, waitMs ?? backoff);
+      if (Date.now() - started + delay >= this.deadlineMs) break;
+      await this.sleep(delay);
+    }
+    throw last ?? new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${this.deadlineMs} ms`);
+  }
+
+  /** Parses a JSON answer; a body that is not JSON is a malformed answer. */
+  json<T>(res: HttpResponse): T {
+    try {
+      return JSON.parse(res.text) as T;
+    } catch (err) {
+      throw new UpstreamError(this.system, "malformed", `${this.system} answered ${res.status} with a body that is not JSON`, res.status, err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close();
+  }
+}

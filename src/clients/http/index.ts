@@ -1,0 +1,2 @@
+export { HttpClient, UpstreamError, retryAfterMs } from "./http-client.js";
+export type { HttpClientOptions, HttpRequest, HttpResponse, UpstreamFailure } from "./http-client.js";
