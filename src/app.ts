@@ -2,11 +2,14 @@
  * The composition root: builds the store, drivers, use cases, background
  * loops and listeners from settings, and tears them down in order.
  */
-import { runLogAuditSink } from "./clients/chronicle/log-audit-sink.js";
-import { createDevGsap } from "./clients/gsap/dev-gsap.js";
+import type { AuditSink } from "./clients/chronicle/chronicle-client.js";
+import { eventContentId } from "./clients/chronicle/chronicle-event.js";
+import { createAuditSink } from "./clients/chronicle/factory.js";
+import { createGsap } from "./clients/gsap/factory.js";
 import type { GsapClient } from "./clients/gsap/gsap-client.js";
 import type { Settings } from "./config/settings.js";
 import { DelegationManager } from "./delegation/manager.js";
+import { AuditOutbox } from "./events/audit-outbox.js";
 import { WatchHub } from "./events/watch-hub.js";
 import { DelegationService } from "./gen/llmbroker/v1/delegation_service_pb.js";
 import { type Logger, createLogger } from "./logging.js";
@@ -26,6 +29,7 @@ export interface BrokerOverrides {
   store?: DelegationStore;
   registrar?: AgentRegistrar;
   gsap?: GsapClient;
+  audit?: AuditSink;
   log?: Logger;
   clock?: () => number;
 }
@@ -39,16 +43,19 @@ export interface Broker {
   expiry: ExpiryScheduler;
   cleanup: Loop;
   maintenance: Loop;
+  outbox: AuditOutbox;
   stop(): Promise<void>;
 }
 
 /** Starts the broker described by `settings`. */
 export async function startBroker(settings: Settings, overrides: BrokerOverrides = {}): Promise<Broker> {
   const log = overrides.log ?? createLogger({ level: settings.logLevel });
-  const registrar = overrides.registrar ?? createRegistrar(settings);
-  const gsap = overrides.gsap ?? createDevGsap({ delegatorCeiling: settings.devDelegatorCeiling });
-  const store = overrides.store ?? (await openStore(settings.databaseUrl));
+  const registrar = overrides.registrar ?? createRegistrar(settings, log);
+  const gsap = overrides.gsap ?? createGsap(settings, log);
+  const sink = overrides.audit ?? createAuditSink(settings, log);
+  const store = overrides.store ?? (await openStore(settings.databaseUrl, { contentId: eventContentId }));
   const clock = overrides.clock ?? Date.now;
+  const outbox = new AuditOutbox(store, sink, { log, clock });
 
   const hub = new WatchHub(store, {
     pollMs: settings.watchPollMs,
@@ -71,29 +78,36 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
       expiryScheduled: (t) => expiry?.notify(t),
       cleanupNeeded: () => void cleanup?.kick(),
     },
+    audit: {
+      failClosed: settings.auditFailClosed,
+      timeoutMs: settings.auditFailClosedTimeoutMs,
+      ready: () => outbox.ready(settings.auditFailClosedTimeoutMs),
+      waitDelivered: (revision, ms) => outbox.waitDelivered(revision, ms),
+    },
   });
   expiry = new ExpiryScheduler(manager, { clock, log });
   cleanup = new Loop({ name: "idp-cleanup", task: () => manager.cleanupIdentities(), intervalMs: 30_000, log });
+  // The reconciler: interrupted creates, orphaned identities, and housekeeping.
   const maintenance = new Loop({
-    name: "maintenance",
-    intervalMs: 60_000,
+    name: "reconciler",
+    intervalMs: settings.reconcileIntervalMs,
     log,
     task: async () => {
       const failed = await manager.reconcileStale();
+      const orphans = await manager.sweepOrphans();
       await manager.pruneIdempotency();
       await store.pruneEvents(clock() - settings.eventRetentionMs);
-      return failed;
+      return failed + orphans;
     },
   });
 
-  // Finish what a previous run left: interrupted creates, overdue expiries, pending deletions.
+  // Finish what a previous run left: interrupted creates, overdue expiries,
+  // pending deletions, undelivered audit events.
   await manager.reconcileStale();
+  outbox.start();
   await expiry.start();
   cleanup.start();
   maintenance.start();
-
-  const audit = new AbortController();
-  const auditDone = runLogAuditSink(hub, log, audit.signal);
 
   const impl = intercept(DelegationService, createDelegationService({ manager, hub }), [
     errorMapping(log), // outermost: every failure below leaves as a safe ConnectError
@@ -115,12 +129,12 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
           driver: store.driver,
           registrar: registrar.backend,
           gsap: gsap.mode,
+          audit: { driver: sink.mode, failClosed: settings.auditFailClosed, ...(await outbox.health()) },
         }),
       },
     });
   } catch (err) {
-    audit.abort();
-    await Promise.all([expiry.stop(), cleanup.stop(), maintenance.stop(), hub.stop()]);
+    await Promise.all([expiry.stop(), cleanup.stop(), maintenance.stop(), hub.stop(), outbox.stop()]);
     await store.close();
     throw err;
   }
@@ -135,11 +149,11 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     expiry,
     cleanup,
     maintenance,
+    outbox,
     async stop() {
-      audit.abort();
       await server.close();
-      await Promise.all([expiry!.stop(), cleanup!.stop(), maintenance.stop(), hub.stop(), auditDone]);
-      await Promise.all([registrar.close(), gsap.close()]);
+      await Promise.all([expiry!.stop(), cleanup!.stop(), maintenance.stop(), hub.stop(), outbox.stop()]);
+      await Promise.all([registrar.close(), gsap.close(), sink.close()]);
       await store.close();
     },
   };

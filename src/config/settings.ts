@@ -242,7 +242,7 @@ export function loadSettings(env: Env = process.env): Settings {
     watchPollMs: int(env, "WATCH_POLL_MS", 1000, 10, 60_000),
     eventRetentionMs: int(env, "EVENT_RETENTION_HOURS", 168, 1, 87_600) * 60 * MINUTE,
     idempotencyTtlMs: int(env, "IDEMPOTENCY_TTL_HOURS", 24, 1, 8760) * 60 * MINUTE,
-    createInflightMs: int(env, "CREATE_INFLIGHT_SECONDS", 120, 5, 86_400) * 1000,
+    createInflightMs: int(env, "CREATE_INFLIGHT_SECONDS", 120, 1, 86_400) * 1000,
     logLevel: oneOf(env, "LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
   };
   checkDrivers(settings);

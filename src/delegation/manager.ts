@@ -37,6 +37,24 @@ export interface ManagerHooks {
   cleanupNeeded?(): void;
 }
 
+/**
+ * Fail-closed auditing, as the use cases see it. When `failClosed` is set, a
+ * delegation is granted only once its CREATED event is durably recorded in
+ * the audit log; ending authority (revoke, expire, cascade) is never refused.
+ */
+export interface AuditGate {
+  failClosed: boolean;
+  timeoutMs: number;
+  /**
+   * Whether the audit sink can record now. While its last delivery failed,
+   * this tries once more (within `timeoutMs`), so a recovered sink is noticed
+   * at once instead of at the next backoff.
+   */
+  ready(): Promise<boolean>;
+  /** True once every event up to `revision` is recorded, false after `timeoutMs`. */
+  waitDelivered(revision: bigint, timeoutMs: number): Promise<boolean>;
+}
+
 export interface DelegationManagerDeps {
   store: DelegationStore;
   registrar: AgentRegistrar;
@@ -46,6 +64,7 @@ export interface DelegationManagerDeps {
   /** By default, Date.now. */
   clock?: () => number;
   hooks?: ManagerHooks;
+  audit?: AuditGate;
 }
 
 export interface CreateInput {
@@ -122,8 +141,10 @@ export class DelegationManager {
   private readonly clock: () => number;
   private readonly hooks: ManagerHooks;
   private readonly policies = new Map<string, CommandPolicy>();
+  private readonly audit: AuditGate | undefined;
 
   constructor(deps: DelegationManagerDeps) {
+    this.audit = deps.audit;
     this.store = deps.store;
     this.registrar = deps.registrar;
     this.gsap = deps.gsap;
@@ -158,6 +179,7 @@ export class DelegationManager {
       if (replay) return replay;
     }
 
+    if (this.audit?.failClosed && !(await this.audit.ready())) throw auditUnavailable();
     const now = this.clock();
     const authority = await this.delegatorAuthority(principal, delegatorAcId);
     const scope = resolveScope(this.settings, input.scope, authority, now);
@@ -262,6 +284,13 @@ export class DelegationManager {
       // Revoked (cascade, admin) or reconciled while we were creating: undo.
       await this.failCreation(id, patch, claim);
       throw new BrokerError("ABORTED", "DELEGATION_ENDED_DURING_CREATE", `delegation ${id} was ended while it was being created`);
+    }
+    if (this.audit?.failClosed && !(await this.audit.waitDelivered(activated.revision, this.audit.timeoutMs))) {
+      // Not recorded in time: the grant is withdrawn, and a retry with this request_id starts afresh.
+      await this.end(id, "REVOKED", "REVOKED", "audit_unavailable");
+      if (claim) await this.store.releaseIdempotency(claim);
+      await this.cleanupIdentities(10, id);
+      throw auditUnavailable();
     }
     this.hooks.expiryScheduled?.(activated.delegation.expireTime);
     this.log.info(
@@ -593,10 +622,41 @@ export class DelegationManager {
     return n;
   }
 
+  /**
+   * Deletes identities the IdP holds for delegations that are not live: left
+   * by a crash between registration and the store, or by a failed deletion
+   * the store no longer tracks. Returns how many were deleted.
+   */
+  async sweepOrphans(): Promise<number> {
+    const inflightSince = this.clock() - this.settings.createInflightMs;
+    let n = 0;
+    for await (const ref of this.registrar.listAgents()) {
+      const d = ref.delegationId ? await this.store.get(ref.delegationId) : null;
+      if (d && d.state === "ACTIVE") continue;
+      if (d && d.state === "REQUESTED" && d.createTime >= inflightSince) continue; // being created now
+      try {
+        await this.registrar.deleteAgent(ref);
+        n++;
+        this.log.warn({ delegationId: ref.delegationId, clientId: ref.clientId, state: d?.state ?? "unknown" }, "deleted orphaned agent identity");
+      } catch (err) {
+        this.log.warn({ err, delegationId: ref.delegationId }, "orphaned identity deletion failed; will retry");
+      }
+    }
+    return n;
+  }
+
   /** Drops idempotency keys past their TTL; returns how many. */
   pruneIdempotency(): Promise<number> {
     return this.store.pruneIdempotency(this.clock() - this.settings.idempotencyTtlMs);
   }
+}
+
+function auditUnavailable(): BrokerError {
+  return new BrokerError(
+    "UNAVAILABLE",
+    "AUDIT_UNAVAILABLE",
+    "the audit log cannot record the delegation now; authority that cannot be audited is not granted (AUDIT_FAIL_CLOSED)",
+  );
 }
 
 function delegatorContextUnknown(): BrokerError {

@@ -71,6 +71,8 @@ export interface DelegationEvent {
   delegation: Delegation;
   eventTime: number;
   reason: string;
+  /** Content id of its audit record; empty when no audit format is configured. */
+  chronicleCid: string;
 }
 
 /** What the agent identity is known as in the identity provider. */

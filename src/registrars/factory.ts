@@ -5,11 +5,12 @@
  */
 import type { Settings } from "../config/settings.js";
 import { SettingsError } from "../config/settings.js";
+import type { Logger } from "../logging.js";
 import type { AgentRegistrar } from "./registrar.js";
 import { createStubRegistrar } from "./stub/stub-registrar.js";
 
 /** Builds the registrar the settings select. */
-export function createRegistrar(settings: Pick<Settings, "registrar">): AgentRegistrar {
+export function createRegistrar(settings: Settings, _log: Logger): AgentRegistrar {
   switch (settings.registrar) {
     case "stub":
     case "auto":

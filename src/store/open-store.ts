@@ -13,12 +13,15 @@ import { migrate } from "./migrate.js";
 import { PrismaStore } from "./prisma-store.js";
 import { SqliteReader } from "./sqlite-reader.js";
 import type { DelegationStore } from "./store.js";
+import type { DelegationEvent } from "../delegation/model.js";
 
 export interface OpenStoreOptions {
   /** Apply pending migrations first. By default, true. */
   migrate?: boolean;
   /** PostgreSQL pool size. By default, 10. */
   poolSize?: number;
+  /** Content id of an event's audit record, stored with each event. */
+  contentId?: (event: DelegationEvent) => string;
 }
 
 /** Opens (and by default migrates) the database at `databaseUrl`. */
@@ -32,9 +35,16 @@ export async function openStore(databaseUrl: string, options: OpenStoreOptions =
     // WAL lets readers in other processes (backups, `sqlite3`) work during writes.
     await client.$queryRawUnsafe("PRAGMA journal_mode = WAL");
     await client.$queryRawUnsafe("PRAGMA synchronous = NORMAL");
-    return new PrismaStore(client, { driver: "sqlite", reader: new SqliteReader(target.path) });
+    return new PrismaStore(client, {
+      driver: "sqlite",
+      reader: new SqliteReader(target.path),
+      ...(options.contentId ? { contentId: options.contentId } : {}),
+    });
   }
   const adapter = new PrismaPg({ connectionString: target.url, max: options.poolSize ?? 10 });
   const client = new PostgresClient({ adapter });
-  return new PrismaStore(client as unknown as SqliteClient, { driver: "postgresql" });
+  return new PrismaStore(client as unknown as SqliteClient, {
+    driver: "postgresql",
+    ...(options.contentId ? { contentId: options.contentId } : {}),
+  });
 }

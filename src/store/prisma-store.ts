@@ -17,6 +17,7 @@ import type { Delegation, DelegationEvent, DelegationState, EventType } from "..
 import type { Prisma, PrismaClient } from "./generated/sqlite/client.js";
 import type { SqliteReader } from "./sqlite-reader.js";
 import type {
+  AuditBacklog,
   ClaimResult,
   CountResult,
   DelegationStore,
@@ -25,6 +26,7 @@ import type {
   IdempotencyKeyRef,
   IdempotencyRecord,
   ListQuery,
+  PendingAudit,
   Transitioned,
   TransitionSpec,
 } from "./store.js";
@@ -169,6 +171,19 @@ function fromRawRow(r: RawRow): Delegation {
   };
 }
 
+type EventRow = Prisma.DelegationEventGetPayload<object>;
+
+function fromEventRow(r: EventRow): DelegationEvent {
+  return {
+    revision: r.revision,
+    type: r.type as EventType,
+    delegation: JSON.parse(r.snapshot) as Delegation,
+    eventTime: Number(r.eventTime),
+    reason: r.reason,
+    chronicleCid: r.chronicleCid,
+  };
+}
+
 function fromKeyRow(r: KeyRow): IdempotencyRecord {
   return {
     scope: r.scope,
@@ -203,6 +218,8 @@ export interface PrismaStoreOptions {
   driver: "sqlite" | "postgresql";
   /** SQLite: the read-only connection for point reads. */
   reader?: SqliteReader;
+  /** Content id of an event's audit record, written with the event. */
+  contentId?: (event: DelegationEvent) => string;
   /** Closes the client and whatever it holds. */
   dispose?: () => Promise<void>;
 }
@@ -239,20 +256,35 @@ export class PrismaStore implements DelegationStore {
     }
   }
 
+  /**
+   * Appends the event of a change. With a content-id function, the event gets
+   * its audit record's id, and a CREATED event also stamps it on the
+   * delegation (its `chronicle_cid`), in the same transaction. Mutates `d` to match.
+   */
   private async appendEvent(tx: Tx, d: Delegation, type: EventType, reason: string, now: number): Promise<bigint> {
     const meta = await tx.brokerMeta.update({ where: { key: "revision" }, data: { value: { increment: 1 } } });
+    const revision = meta.value;
+    let cid = "";
+    if (this.options.contentId) {
+      cid = this.options.contentId({ revision, type, delegation: d, eventTime: now, reason, chronicleCid: "" });
+      if (type === "CREATED") {
+        await tx.delegation.update({ where: { id: d.id }, data: { chronicleCid: cid } });
+        d.chronicleCid = cid;
+      }
+    }
     await tx.delegationEvent.create({
       data: {
-        revision: meta.value,
+        revision,
         delegationId: d.id,
         delegatorDid: d.delegatorDid,
         type,
         eventTime: BigInt(now),
         reason,
         snapshot: JSON.stringify(d),
+        chronicleCid: cid,
       },
     });
-    return meta.value;
+    return revision;
   }
 
   async insertRequested(delegation: Delegation, claim?: IdempotencyClaim): Promise<ClaimResult> {
@@ -495,13 +527,80 @@ export class PrismaStore implements DelegationStore {
         take: limit,
       }),
     );
-    return rows.map((r) => ({
-      revision: r.revision,
-      type: r.type as EventType,
-      delegation: JSON.parse(r.snapshot) as Delegation,
-      eventTime: Number(r.eventTime),
-      reason: r.reason,
-    }));
+    return rows.map(fromEventRow);
+  }
+
+  async pendingAudit(limit: number): Promise<PendingAudit[]> {
+    const rows = await this.run(() =>
+      this.db.delegationEvent.findMany({ where: { auditState: "pending" }, orderBy: { revision: "asc" }, take: limit }),
+    );
+    return rows.map((r) => ({ event: fromEventRow(r), attempts: r.auditAttempts }));
+  }
+
+  async markAudited(revision: bigint, now: number): Promise<void> {
+    await this.run(() =>
+      this.db.delegationEvent.updateMany({
+        where: { revision, auditState: "pending" },
+        data: { auditState: "delivered", auditTime: BigInt(now), auditError: "", auditAttempts: { increment: 1 } },
+      }),
+    );
+  }
+
+  async markAuditFailed(revision: bigint, error: string): Promise<void> {
+    await this.run(() =>
+      this.db.delegationEvent.updateMany({
+        where: { revision, auditState: "pending" },
+        data: { auditAttempts: { increment: 1 }, auditError: error.slice(0, 500) },
+      }),
+    );
+  }
+
+  async markAuditRejected(revision: bigint, error: string, now: number): Promise<void> {
+    await this.run(() =>
+      this.db.delegationEvent.updateMany({
+        where: { revision, auditState: "pending" },
+        data: { auditState: "rejected", auditTime: BigInt(now), auditError: error.slice(0, 500), auditAttempts: { increment: 1 } },
+      }),
+    );
+  }
+
+  async auditBacklog(): Promise<AuditBacklog> {
+    return this.run(async () => {
+      const [pending, oldest, rejected] = await Promise.all([
+        this.db.delegationEvent.count({ where: { auditState: "pending" } }),
+        this.db.delegationEvent.findFirst({
+          where: { auditState: "pending" },
+          orderBy: { revision: "asc" },
+          select: { eventTime: true },
+        }),
+        this.db.delegationEvent.count({ where: { auditState: "rejected" } }),
+      ]);
+      return { pending, oldestPendingTime: oldest ? Number(oldest.eventTime) : null, rejected };
+    });
+  }
+
+  async acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean> {
+    const until = BigInt(now + ttlMs);
+    try {
+      return await this.run(async () => {
+        const { count } = await this.db.brokerLease.updateMany({
+          where: { name, OR: [{ holder }, { expireTime: { lt: BigInt(now) } }] },
+          data: { holder, expireTime: until },
+        });
+        if (count === 1) return true;
+        const existing = await this.db.brokerLease.findUnique({ where: { name } });
+        if (existing) return false;
+        await this.db.brokerLease.create({ data: { name, holder, expireTime: until } });
+        return true;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) return false; // another replica created it first
+      throw err;
+    }
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.run(() => this.db.brokerLease.deleteMany({ where: { name, holder } }));
   }
 
   async pruneEvents(before: number): Promise<number> {
@@ -512,10 +611,19 @@ export class PrismaStore implements DelegationStore {
         select: { revision: true },
       });
       if (!newest) return 0;
-      const { count } = await tx.delegationEvent.deleteMany({ where: { revision: { lte: newest.revision } } });
+      // Never past an event the audit sink has not yet received.
+      const undelivered = await tx.delegationEvent.findFirst({
+        where: { auditState: "pending" },
+        orderBy: { revision: "asc" },
+        select: { revision: true },
+      });
+      let through = newest.revision;
+      if (undelivered && undelivered.revision <= through) through = undelivered.revision - 1n;
+      if (through <= 0n) return 0;
+      const { count } = await tx.delegationEvent.deleteMany({ where: { revision: { lte: through } } });
       await tx.brokerMeta.updateMany({
-        where: { key: "pruned_through", value: { lt: newest.revision } },
-        data: { value: newest.revision },
+        where: { key: "pruned_through", value: { lt: through } },
+        data: { value: through },
       });
       return count;
     });

@@ -71,6 +71,21 @@ export interface EventFilter {
   delegatorDid?: string;
 }
 
+/** An event still to be delivered to the audit sink. */
+export interface PendingAudit {
+  event: DelegationEvent;
+  attempts: number;
+}
+
+export interface AuditBacklog {
+  /** Events not yet delivered. */
+  pending: number;
+  /** Event time of the oldest of them. */
+  oldestPendingTime: number | null;
+  /** Events the sink refused for good. */
+  rejected: number;
+}
+
 export interface DelegationStore {
   readonly driver: "sqlite" | "postgresql";
   /** Inserts a REQUESTED delegation, claiming the idempotency key in the same transaction. */
@@ -108,8 +123,19 @@ export interface DelegationStore {
   /** Events at or below this revision have been pruned. */
   prunedThrough(): Promise<bigint>;
   readEvents(after: bigint, limit: number, filter?: EventFilter): Promise<DelegationEvent[]>;
-  /** Deletes events older than `before`; returns how many. */
+  /** Deletes events older than `before` (never one not yet audited); returns how many. */
   pruneEvents(before: number): Promise<number>;
+  /** Undelivered events, oldest revision first. */
+  pendingAudit(limit: number): Promise<PendingAudit[]>;
+  markAudited(revision: bigint, now: number): Promise<void>;
+  /** Records a failed attempt (it stays pending). */
+  markAuditFailed(revision: bigint, error: string): Promise<void>;
+  /** The sink refused the event for good; it is no longer pending. */
+  markAuditRejected(revision: bigint, error: string, now: number): Promise<void>;
+  auditBacklog(): Promise<AuditBacklog>;
+  /** Takes or renews a named lease; true if `holder` has it until now + ttlMs. */
+  acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean>;
+  releaseLease(name: string, holder: string): Promise<void>;
   /** Called with the revision after every committed change made through this store. */
   onCommit(listener: (revision: bigint) => void): () => void;
   close(): Promise<void>;

@@ -1,5 +1,8 @@
 /** In-process test doubles for the registrar and GSAP interfaces, with switchable failures. */
+import type { AuditSink } from "../../src/clients/chronicle/chronicle-client.js";
 import { createDevGsap } from "../../src/clients/gsap/dev-gsap.js";
+import { UpstreamError } from "../../src/clients/http/http-client.js";
+import { BrokerError } from "../../src/delegation/errors.js";
 import type { GsapClient } from "../../src/clients/gsap/gsap-client.js";
 import type { AgentRegistrar } from "../../src/registrars/registrar.js";
 import { createStubRegistrar } from "../../src/registrars/stub/stub-registrar.js";
@@ -41,4 +44,25 @@ export function flakyGsap(ceiling = "CAP_MUTATE") {
     close: () => inner.close(),
   };
   return { gsap, state };
+}
+
+/** An audit sink that records deliveries and can be switched off (outage) or made to refuse. */
+export function flakyAudit() {
+  const state = {
+    down: false,
+    refuseRevision: undefined as bigint | undefined,
+    delivered: [] as { revision: bigint; type: string; delegationId: string; cid: string }[],
+    attempts: 0,
+  };
+  const sink: AuditSink = {
+    mode: "chronicle",
+    async deliver(e, cid) {
+      state.attempts++;
+      if (state.down) throw new UpstreamError("chronicle", "unreachable", "chronicle is unreachable (ECONNREFUSED)");
+      if (e.revision === state.refuseRevision) throw new BrokerError("FAILED_PRECONDITION", "CHRONICLE_REJECTED", "chronicle answered 400");
+      state.delivered.push({ revision: e.revision, type: e.type, delegationId: e.delegation.id, cid });
+    },
+    async close() {},
+  };
+  return { sink, state };
 }

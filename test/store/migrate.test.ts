@@ -14,6 +14,8 @@ import { openStore } from "../../src/store/open-store.js";
 import { DRIVERS, createTestDatabase, type Driver, type TestDatabase } from "../helpers/databases.js";
 
 const INIT = "20261123000000_init";
+/** Every migration on disk, in order: the same list for both providers. */
+const ALL = ["20261123000000_init", "20261123010000_audit_outbox"];
 
 /** The checksum Prisma Migrate records: sha256 hex of the file's bytes. */
 function checksumOnDisk(driver: Driver, name: string): string {
@@ -63,16 +65,17 @@ describe.each(DRIVERS)("migrate on %s", (driver) => {
     db = undefined;
   });
 
-  it("applies the init migration to a fresh database and records its checksum", async () => {
-    expect(await migrate(db!.url)).toEqual({ applied: [INIT], alreadyApplied: [] });
+  it("applies every migration in order to a fresh database and records each checksum", async () => {
+    expect(await migrate(db!.url)).toEqual({ applied: ALL, alreadyApplied: [] });
     const rows = await recorded(driver, db!.url);
-    expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({
-      migration_name: INIT,
-      checksum: checksumOnDisk(driver, INIT),
-      applied_steps_count: 1,
-      rolled_back_at: null,
-    });
+    expect(rows.map((r) => r.migration_name).sort()).toEqual(ALL);
+    for (const name of ALL) {
+      expect(rows.find((r) => r.migration_name === name)).toMatchObject({
+        checksum: checksumOnDisk(driver, name),
+        applied_steps_count: 1,
+        rolled_back_at: null,
+      });
+    }
     // SQLite answers booleans as 0/1.
     expect(Boolean(rows[0]!.finished)).toBe(true);
     // The migration itself ran: the tables exist and the log is seeded.
@@ -86,8 +89,8 @@ describe.each(DRIVERS)("migrate on %s", (driver) => {
 
   it("applies nothing the second time", async () => {
     await migrate(db!.url);
-    expect(await migrate(db!.url)).toEqual({ applied: [], alreadyApplied: [INIT] });
-    expect(await recorded(driver, db!.url)).toHaveLength(1);
+    expect(await migrate(db!.url)).toEqual({ applied: [], alreadyApplied: ALL });
+    expect(await recorded(driver, db!.url)).toHaveLength(ALL.length);
   });
 
   it("refuses a database whose recorded checksum differs from the file", async () => {
@@ -122,7 +125,7 @@ describe.each(DRIVERS)("migrate on %s", (driver) => {
     } finally {
       await store.close();
     }
-    expect(await recorded(driver, db!.url)).toHaveLength(1);
+    expect(await recorded(driver, db!.url)).toHaveLength(ALL.length);
   });
 });
 
@@ -134,13 +137,13 @@ describe("migrate on postgresql with several replicas starting at once", () => {
     db = undefined;
   });
 
-  it("lets concurrent calls all succeed and applies the migration once", async () => {
+  it("lets concurrent calls all succeed and applies each migration once", async () => {
     db = await createTestDatabase("postgresql");
     const results = await Promise.all(Array.from({ length: 4 }, () => migrate(db!.url)));
     expect(results.filter((r) => r.applied.includes(INIT))).toHaveLength(1);
     expect(results.filter((r) => r.alreadyApplied.includes(INIT))).toHaveLength(3);
     const rows = await recorded("postgresql", db.url);
-    expect(rows.map((r) => r.migration_name)).toEqual([INIT]);
+    expect(rows.map((r) => r.migration_name).sort()).toEqual(ALL);
   });
 });
 

@@ -291,7 +291,7 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       expect(await store.get(d.id)).toStrictEqual(expected);
       expect(await store.headRevision()).toBe(head + 1n);
       expect(await store.readEvents(head, 10)).toEqual([
-        { revision: head + 1n, type: "CREATED", delegation: expected, eventTime: T0 + 50, reason: "created" },
+        { revision: head + 1n, type: "CREATED", delegation: expected, eventTime: T0 + 50, reason: "created", chronicleCid: "" },
       ]);
     });
 
@@ -788,6 +788,8 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
         await store.transition({ id: d.id, from: ["ACTIVE"], to: "ACTIVE", event: "CREATED", reason: "again", now });
       }
       expect(await store.headRevision()).toBe(4n);
+      // Only events the audit sink has received may go.
+      for (const r of [1n, 2n, 3n, 4n]) await store.markAudited(r, T0 + 10);
 
       expect(await store.pruneEvents(T0 + 3)).toBe(2);
       expect(await store.prunedThrough()).toBe(2n);
@@ -855,6 +857,85 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       expect(await store.getIdempotency({ ...ref, requestId: "req-2" })).not.toBeNull();
       expect(await store.getIdempotency({ ...ref, requestId: "req-3" })).not.toBeNull();
       expect(await store.pruneIdempotency(T0)).toBe(0);
+    });
+  });
+
+  describe("audit outbox state", () => {
+    it("lists undelivered events oldest first, and delivered or refused ones leave the list", async () => {
+      await seed({}, "REVOKED"); // events 1 (CREATED), 2 (REVOKED)
+      await seed({}, "ACTIVE"); // event 3
+      expect((await store.pendingAudit(10)).map((p) => p.event.revision)).toEqual([1n, 2n, 3n]);
+      await store.markAuditFailed(1n, "503 from chronicle");
+      expect((await store.pendingAudit(10))[0]).toMatchObject({ attempts: 1, event: { revision: 1n } });
+      await store.markAudited(1n, T0 + 5);
+      await store.markAuditRejected(2n, "400 bad payload", T0 + 6);
+      expect((await store.pendingAudit(10)).map((p) => p.event.revision)).toEqual([3n]);
+      expect(await store.auditBacklog()).toMatchObject({ pending: 1, rejected: 1 });
+      // Marking is conditional on pending: a late failure report cannot resurrect a delivered event.
+      await store.markAuditFailed(1n, "late");
+      expect((await store.pendingAudit(10)).map((p) => p.event.revision)).toEqual([3n]);
+    });
+
+    it("reports the oldest pending event time", async () => {
+      expect(await store.auditBacklog()).toEqual({ pending: 0, oldestPendingTime: null, rejected: 0 });
+      const d = await seed({}, "ACTIVE", T0 + 42);
+      expect(await store.auditBacklog()).toEqual({ pending: 1, oldestPendingTime: T0 + 42, rejected: 0 });
+      expect(d.state).toBe("ACTIVE");
+    });
+
+    it("never prunes an event that has not been delivered, nor anything after it", async () => {
+      const d = await seed({}, "REQUESTED");
+      await store.transition({ id: d.id, from: ["REQUESTED"], to: "ACTIVE", event: "CREATED", reason: "c", now: T0 + 1 });
+      for (const now of [T0 + 2, T0 + 3]) {
+        await store.transition({ id: d.id, from: ["ACTIVE"], to: "ACTIVE", event: "CREATED", reason: "again", now });
+      }
+      await store.markAudited(1n, T0 + 10);
+      // Event 2 is still pending: only event 1 may go, though all three are old.
+      expect(await store.pruneEvents(T0 + 100)).toBe(1);
+      expect(await store.prunedThrough()).toBe(1n);
+      expect((await store.readEvents(0n, 10)).map((e) => e.revision)).toEqual([2n, 3n]);
+    });
+  });
+
+  describe("content ids", () => {
+    it("stamps each event with its content id and the delegation with its CREATED record's", async () => {
+      const cidOf = (e: { revision: bigint; type: string; delegation: { id: string } }) => `cid:${e.type}:${e.revision}:${e.delegation.id}`;
+      const withCid = await openStore(db!.url, { contentId: cidOf });
+      try {
+        const d = makeDelegation();
+        await withCid.insertRequested(d);
+        const head = await withCid.headRevision();
+        const t = await withCid.transition({ id: d.id, from: ["REQUESTED"], to: "ACTIVE", event: "CREATED", reason: "c", now: T0 + 1 });
+        const expected = `cid:CREATED:${head + 1n}:${d.id}`;
+        expect(t!.delegation.chronicleCid).toBe(expected);
+        expect((await withCid.get(d.id))!.chronicleCid).toBe(expected);
+        await withCid.transition({ id: d.id, from: ["ACTIVE"], to: "REVOKED", event: "REVOKED", reason: "r", now: T0 + 2 });
+        const events = await withCid.readEvents(head, 10);
+        expect(events.map((e) => e.chronicleCid)).toEqual([expected, `cid:REVOKED:${head + 2n}:${d.id}`]);
+        // The CREATED record's id stays the delegation's, whatever happens next.
+        expect(events[1]!.delegation.chronicleCid).toBe(expected);
+      } finally {
+        await withCid.close();
+      }
+    });
+  });
+
+  describe("leases", () => {
+    it("gives a lease to one holder until it expires or is released, and renews it for the holder", async () => {
+      expect(await store.acquireLease("job", "a", T0, 1000)).toBe(true);
+      expect(await store.acquireLease("job", "b", T0 + 500, 1000)).toBe(false);
+      expect(await store.acquireLease("job", "a", T0 + 900, 1000)).toBe(true); // renewed to T0 + 1900
+      expect(await store.acquireLease("job", "b", T0 + 1500, 1000)).toBe(false);
+      expect(await store.acquireLease("job", "b", T0 + 2000, 1000)).toBe(true); // expired: taken over
+      await store.releaseLease("job", "a"); // not a's any more: no effect
+      expect(await store.acquireLease("job", "a", T0 + 2100, 1000)).toBe(false);
+      await store.releaseLease("job", "b");
+      expect(await store.acquireLease("job", "a", T0 + 2100, 1000)).toBe(true);
+    });
+
+    it("lets exactly one of many concurrent first claims win", async () => {
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => store.acquireLease("race", `h${i}`, T0, 1000)));
+      expect(results.filter(Boolean)).toHaveLength(1);
     });
   });
 });

@@ -45,6 +45,23 @@ describe("loadSettings defaults", () => {
       idempotencyTtlMs: 24 * HOUR,
       createInflightMs: 120_000,
       logLevel: "info",
+      keycloak: { url: "http://localhost:8080", realm: "substrate", adminClientId: "llm-broker-admin", adminClientSecret: "" },
+      entra: {
+        tenantId: "",
+        clientId: "",
+        clientSecret: "",
+        authorityHost: "https://login.microsoftonline.com",
+        graphUrl: "https://graph.microsoft.com/v1.0",
+        agentBlueprintId: "",
+        sponsorId: "",
+        purgeDeleted: false,
+      },
+      gsap: { url: "http://localhost:8000", bearerToken: "", corpusEntryCid: "sha256:dev-jumphost" },
+      chronicle: { webhookUrl: "" },
+      auditFailClosed: false,
+      auditFailClosedTimeoutMs: 5000,
+      http: { timeoutMs: 10_000, maxRetries: 3, caFile: "" },
+      reconcileIntervalMs: 60_000,
     });
   });
 
@@ -111,7 +128,15 @@ describe("loadSettings values", () => {
   });
 
   it("accepts every registrar name and log level", () => {
-    for (const r of ["auto", "keycloak", "entra", "stub"]) expect(loadSettings({ AGENT_REGISTRAR: r }).registrar).toBe(r);
+    const configured = {
+      KEYCLOAK_ADMIN_CLIENT_SECRET: "kc-secret",
+      ENTRA_TENANT_ID: "t",
+      ENTRA_CLIENT_ID: "c",
+      ENTRA_CLIENT_SECRET: "s",
+    };
+    for (const r of ["auto", "keycloak", "entra", "stub"]) {
+      expect(loadSettings({ AGENT_REGISTRAR: r, ...configured }).registrar).toBe(r);
+    }
     for (const l of ["trace", "debug", "info", "warn", "error", "fatal", "silent"]) {
       expect(loadSettings({ LOG_LEVEL: l }).logLevel).toBe(l);
     }
@@ -142,7 +167,7 @@ describe("loadSettings errors name the variable", () => {
     ["WATCH_POLL_MS", 10, 60_000],
     ["EVENT_RETENTION_HOURS", 1, 87_600],
     ["IDEMPOTENCY_TTL_HOURS", 1, 8760],
-    ["CREATE_INFLIGHT_SECONDS", 5, 86_400],
+    ["CREATE_INFLIGHT_SECONDS", 1, 86_400],
   ];
 
   // Raising one bound alone can trip a cross-variable check; lift the partner too.
@@ -232,6 +257,32 @@ describe("loadSettings errors name the variable", () => {
     const err = errorOf({ LLM_BROKER_PORT: "9000", LLM_BROKER_WEB_PORT: "9000" });
     expect(err.message).toContain("LLM_BROKER_WEB_PORT");
     expect(errorOf({ LLM_BROKER_PORT: "8093" }).message).toContain("LLM_BROKER_PORT");
+  });
+
+  it("a driver asked for by name must be configured: start-up error naming what is missing", () => {
+    expect(errorOf({ AGENT_REGISTRAR: "keycloak" }).message).toContain("KEYCLOAK_ADMIN_CLIENT_SECRET");
+    const entra = errorOf({ AGENT_REGISTRAR: "entra", ENTRA_TENANT_ID: "t" }).message;
+    expect(entra).toContain("ENTRA_CLIENT_ID");
+    expect(entra).toContain("ENTRA_CLIENT_SECRET");
+    expect(entra).not.toContain("ENTRA_TENANT_ID");
+    expect(errorOf({ ENTRA_AGENT_BLUEPRINT_ID: "bp" }).message).toContain("ENTRA_SPONSOR_ID");
+    expect(errorOf({ GSAP_DRIVER: "http" }).message).toContain("GSAP_BEARER_TOKEN");
+    expect(errorOf({ AUDIT_DRIVER: "chronicle" }).message).toContain("CHRONICLE_WEBHOOK_URL");
+    expect(errorOf({ AUDIT_DRIVER: "chronicle", CHRONICLE_WEBHOOK_URL: "ftp://x" }).message).toContain("CHRONICLE_WEBHOOK_URL");
+    expect(errorOf({ AUDIT_FAIL_CLOSED: "true" }).message).toContain("AUDIT_DRIVER=chronicle");
+    expect(errorOf({ AUDIT_FAIL_CLOSED: "yes" }).message).toContain("AUDIT_FAIL_CLOSED");
+    expect(errorOf({ KEYCLOAK_URL: "keycloak:8080" }).message).toContain("KEYCLOAK_URL");
+    // Configured, they load; URLs lose trailing slashes.
+    const s = loadSettings({
+      GSAP_DRIVER: "http",
+      GSAP_BEARER_TOKEN: "tok",
+      GSAP_BROKER_URL: "https://gsap.example/",
+      AUDIT_DRIVER: "chronicle",
+      CHRONICLE_WEBHOOK_URL: "https://chronicle.example/hook",
+      AUDIT_FAIL_CLOSED: "1",
+    });
+    expect(s.gsap.url).toBe("https://gsap.example");
+    expect(s.auditFailClosed).toBe(true);
   });
 
   it("DATABASE_URL: accepts file: and postgres URLs, rejects anything else", () => {

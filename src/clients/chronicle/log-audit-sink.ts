@@ -1,31 +1,21 @@
 /**
- * The dev-mode audit driver (AUDIT_DRIVER=log): writes each lifecycle event
- * to the service log with the Chronicle event code it would carry. It reads
- * the same event log as Watch, from the moment the broker starts.
+ * The dev-mode audit driver (AUDIT_DRIVER=log): "delivers" each lifecycle
+ * event by writing it to the service log with the Chronicle code and content
+ * id it would carry. It is fed by the same outbox as the Chronicle driver.
  */
 import type { DelegationEvent } from "../../delegation/model.js";
-import { CHRONICLE_CODES } from "./chronicle-event.js";
-import type { WatchHub } from "../../events/watch-hub.js";
 import type { Logger } from "../../logging.js";
+import type { AuditSink } from "./chronicle-client.js";
+import { chroniclePayload } from "./chronicle-event.js";
 
-
-/** Follows the hub until `signal` aborts. */
-export async function runLogAuditSink(hub: WatchHub, log: Logger, signal: AbortSignal): Promise<void> {
-  const line = (e: DelegationEvent) => ({
-    audit: true,
-    code: CHRONICLE_CODES[e.type],
-    kind: `DELEGATION_${e.type}`,
-    revision: e.revision.toString(),
-    delegationId: e.delegation.id,
-    delegator: e.delegation.delegatorDid,
-    agent: e.delegation.agentDid,
-    reason: e.reason,
-  });
-  try {
-    for await (const item of hub.watch(0n, {}, signal)) {
-      if (item.kind === "event") log.info(line(item.event), "audit event");
-    }
-  } catch (err) {
-    if (!signal.aborted) log.error({ err }, "audit log sink stopped");
-  }
+/** Creates the log sink. */
+export function createLogAuditSink(log: Logger): AuditSink {
+  return {
+    mode: "log",
+    async deliver(e: DelegationEvent, cid: string) {
+      const p = chroniclePayload(e.type, e.delegation, e.eventTime, e.reason, e.revision);
+      log.info({ audit: true, kind: p.kind, code: p.body.event_code, cid, revision: e.revision.toString(), delegationId: e.delegation.id, reason: e.reason }, "audit event");
+    },
+    async close() {},
+  };
 }

@@ -1,0 +1,15 @@
+/** Chooses the audit sink: AUDIT_DRIVER=log (dev) or chronicle (the real audit log). */
+import type { Settings } from "../../config/settings.js";
+import type { Logger } from "../../logging.js";
+import type { AuditSink } from "./chronicle-client.js";
+import { createLogAuditSink } from "./log-audit-sink.js";
+
+/** Builds the audit sink the settings select. */
+export function createAuditSink(settings: Settings, log: Logger): AuditSink {
+  switch (settings.auditDriver) {
+    case "log":
+      return createLogAuditSink(log);
+    case "chronicle":
+      throw new Error("AUDIT_DRIVER=chronicle is wired in the next commit");
+  }
+}
