@@ -44,6 +44,8 @@ export interface Broker {
   cleanup: Loop;
   maintenance: Loop;
   outbox: AuditOutbox;
+  /** The drivers in use, as selected (auto resolved). */
+  drivers: { registrar: string; gsap: string; audit: string };
   stop(): Promise<void>;
 }
 
@@ -150,6 +152,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     cleanup,
     maintenance,
     outbox,
+    drivers: { registrar: registrar.backend, gsap: gsap.mode, audit: sink.mode },
     async stop() {
       await server.close();
       await Promise.all([expiry!.stop(), cleanup!.stop(), maintenance.stop(), hub.stop(), outbox.stop()]);

@@ -36,11 +36,11 @@ async function main(argv: string[]): Promise<number> {
       const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host;
       console.log(`
 LLM Principal Broker is running
-  gRPC (h2c)              ${host}:${broker.grpcPort}
-  Connect + gRPC-Web      http://${host}:${broker.webPort}
-  health                  http://${host}:${broker.webPort}/healthz
-  database                ${settings.databaseUrl} (${broker.store.driver})
-  registrar / GSAP        ${settings.registrar === "auto" ? "stub (auto)" : settings.registrar} / ${settings.gsapDriver}
+  gRPC (h2c)               ${host}:${broker.grpcPort}
+  Connect + gRPC-Web       http://${host}:${broker.webPort}
+  health                   http://${host}:${broker.webPort}/healthz
+  database                 ${settings.databaseUrl} (${broker.store.driver})
+  registrar / GSAP / audit ${broker.drivers.registrar} / ${broker.drivers.gsap} / ${broker.drivers.audit}${settings.auditFailClosed ? " (fail-closed)" : ""}
 
 Try it (Connect protocol, plain curl):
   curl -s http://${host}:${broker.webPort}/llmbroker.v1.DelegationService/CreateDelegation \\

@@ -1,24 +1,37 @@
 /**
- * Chooses the registrar from settings. This release has only the stub, so
- * `auto` selects it; `keycloak` and `entra` asked for by name are a start-up
- * error, never a silent fallback to the stub.
+ * Chooses the registrar from settings, as the prototype did: `auto` picks
+ * Entra if it is configured, then Keycloak, then the stub. A driver asked for
+ * by name must be configured (loadSettings checks), never silently replaced
+ * by the stub.
  */
+import { httpOptionsFrom } from "../clients/http/http-client.js";
 import type { Settings } from "../config/settings.js";
-import { SettingsError } from "../config/settings.js";
 import type { Logger } from "../logging.js";
+import { createEntraRegistrar } from "./entra/entra-registrar.js";
+import { createKeycloakRegistrar } from "./keycloak/keycloak-registrar.js";
 import type { AgentRegistrar } from "./registrar.js";
 import { createStubRegistrar } from "./stub/stub-registrar.js";
 
+/** Which driver `settings` select, after resolving `auto`. */
+export function registrarDriver(settings: Settings): "keycloak" | "entra" | "stub" {
+  if (settings.registrar !== "auto") return settings.registrar;
+  const { entra, keycloak } = settings;
+  if (entra.tenantId !== "" && entra.clientId !== "" && entra.clientSecret !== "") return "entra";
+  if (keycloak.adminClientSecret !== "") return "keycloak";
+  return "stub";
+}
+
 /** Builds the registrar the settings select. */
-export function createRegistrar(settings: Settings, _log: Logger): AgentRegistrar {
-  switch (settings.registrar) {
+export function createRegistrar(settings: Settings, log: Logger): AgentRegistrar {
+  const httpOptions = httpOptionsFrom(settings.http);
+  switch (registrarDriver(settings)) {
     case "stub":
-    case "auto":
       return createStubRegistrar();
     case "keycloak":
-    case "entra":
-      throw new SettingsError(
-        `AGENT_REGISTRAR=${settings.registrar} is not available in this build; use stub or auto`,
-      );
+      return createKeycloakRegistrar({ ...settings.keycloak, httpOptions, log });
+    case "entra": {
+      const { ca, ...rest } = httpOptions;
+      return createEntraRegistrar({ ...settings.entra, httpOptions: rest, ...(ca ? { ca } : {}), log });
+    }
   }
 }

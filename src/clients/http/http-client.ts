@@ -12,6 +12,7 @@
  * - failures are UpstreamErrors, which the server maps to UNAVAILABLE or
  *   DEADLINE_EXCEEDED. 4xx answers are returned for the driver to interpret.
  */
+import { readFileSync } from "node:fs";
 import { Agent, type Dispatcher, request } from "undici";
 import { BrokerError } from "../../delegation/errors.js";
 
@@ -100,11 +101,15 @@ function isTimeout(err: unknown): boolean {
   return name === "TimeoutError" || errorCode(err) === "UND_ERR_HEADERS_TIMEOUT" || errorCode(err) === "UND_ERR_BODY_TIMEOUT";
 }
 
-/** Seconds from a Retry-After header (delta-seconds or HTTP-date), or undefined. */
+/** Milliseconds to wait from a Retry-After header (delta-seconds or HTTP-date), or undefined. */
 export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
   if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // An HTTP-date names its day and month ("Sun, 06 Nov 1994 08:49:37 GMT"). Date.parse alone
+  // would also take "1.5" or "-1" as (distant past) dates and retry at once.
+  if (!/^[A-Za-z]{3}/.test(v)) return undefined;
+  const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
@@ -151,14 +156,16 @@ export class HttpClient {
   async send(req: HttpRequest): Promise<HttpResponse> {
     const idempotent = req.idempotent ?? IDEMPOTENT.has(req.method);
     const started = Date.now();
-    const headers: Record<string, string> = { accept: "application/json", ...req.headers };
+    // Lower-case names, so a caller's "Content-Type" replaces the default instead of being sent beside it.
+    const headers: Record<string, string> = { accept: "application/json" };
+    for (const [k, v] of Object.entries(req.headers ?? {})) headers[k.toLowerCase()] = v;
     let body: string | undefined = req.body;
     if (req.json !== undefined) {
       body = JSON.stringify(req.json);
-      headers["content-type"] = "application/json";
+      headers["content-type"] ??= "application/json";
     } else if (req.form) {
       body = new URLSearchParams(req.form).toString();
-      headers["content-type"] = "application/x-www-form-urlencoded";
+      headers["content-type"] ??= "application/x-www-form-urlencoded";
     }
     let last: UpstreamError | undefined;
     for (let attempt = 0; ; attempt++) {
@@ -193,7 +200,7 @@ export class HttpClient {
           throw new UpstreamError(this.system, "unreachable", `${this.system} request failed`, undefined, err);
         }
       }
-      if (attempt >= this.maxRetries) break;
+      if (attempt > this.maxRetries) break;
       const backoff = Math.random() * Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** attempt);
       const delay = Math.min(this.maxBackoffMs, waitMs ?? backoff);
       if (Date.now() - started + delay >= this.deadlineMs) break;
@@ -214,4 +221,13 @@ export class HttpClient {
   async close(): Promise<void> {
     if (this.ownsDispatcher) await this.dispatcher.close();
   }
+}
+
+/** The HttpClient options every driver shares, from settings (HTTP_TIMEOUT_SECONDS, HTTP_MAX_RETRIES, HTTP_CA_FILE). */
+export function httpOptionsFrom(http: { timeoutMs: number; maxRetries: number; caFile: string }): Omit<HttpClientOptions, "system"> {
+  return {
+    timeoutMs: http.timeoutMs,
+    maxRetries: http.maxRetries,
+    ...(http.caFile ? { ca: readFileSync(http.caFile, "utf8") } : {}),
+  };
 }
