@@ -2,6 +2,8 @@
 import type { Settings } from "../../config/settings.js";
 import type { Logger } from "../../logging.js";
 import type { AuditSink } from "./chronicle-client.js";
+import { HttpClient, httpOptionsFrom } from "../http/http-client.js";
+import { createChronicleSink } from "./chronicle-sink.js";
 import { createLogAuditSink } from "./log-audit-sink.js";
 
 /** Builds the audit sink the settings select. */
@@ -10,6 +12,11 @@ export function createAuditSink(settings: Settings, log: Logger): AuditSink {
     case "log":
       return createLogAuditSink(log);
     case "chronicle":
-      throw new Error("AUDIT_DRIVER=chronicle is wired in the next commit");
+      return createChronicleSink({
+        webhookUrl: settings.chronicle.webhookUrl,
+        brokerDid: settings.brokerDid,
+        http: new HttpClient({ system: "chronicle", ...httpOptionsFrom(settings.http) }),
+        log,
+      });
   }
 }

@@ -13,6 +13,7 @@
  *   DEADLINE_EXCEEDED. 4xx answers are returned for the driver to interpret.
  */
 import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
 import { Agent, type Dispatcher, request } from "undici";
 import { BrokerError } from "../../delegation/errors.js";
 
@@ -50,7 +51,7 @@ export interface HttpClientOptions {
   minBackoffMs?: number;
   /** Longest backoff, and the cap on Retry-After. By default, 5 s. */
   maxBackoffMs?: number;
-  /** Extra CA certificates (PEM) to trust for TLS, e.g. a private CA. */
+  /** Extra CA certificates (PEM) to trust for TLS, e.g. a private CA, in addition to the public roots. */
   ca?: string;
   /** Replaces the connection pool (tests). */
   dispatcher?: Dispatcher;
@@ -72,6 +73,12 @@ export interface HttpRequest {
   /** Whether repeating the request is harmless. By default, true for GET, PUT and DELETE. */
   idempotent?: boolean;
   timeoutMs?: number;
+  /**
+   * Resolve with the last answer when retries of a 429/5xx run out, instead
+   * of rejecting: for callers that read the answer themselves (MSAL throttles
+   * on its status and Retry-After).
+   */
+  acceptRetryableStatus?: boolean;
 }
 
 export interface HttpResponse {
@@ -143,7 +150,8 @@ export class HttpClient {
     this.dispatcher =
       options.dispatcher ??
       new Agent({
-        connect: { timeout: Math.min(this.timeoutMs, 10_000), ...(options.ca ? { ca: options.ca } : {}) },
+        // Node's `ca` replaces the public roots: keep them, so a private CA is an addition.
+        connect: { timeout: Math.min(this.timeoutMs, 10_000), ...(options.ca ? { ca: [...rootCertificates, options.ca] } : {}) },
         keepAliveTimeout: 4_000,
         connections: 32,
       });
@@ -168,6 +176,7 @@ export class HttpClient {
       headers["content-type"] ??= "application/x-www-form-urlencoded";
     }
     let last: UpstreamError | undefined;
+    let lastRetryable: HttpResponse | undefined;
     for (let attempt = 0; ; attempt++) {
       const left = this.deadlineMs - (Date.now() - started);
       if (left <= 0) break;
@@ -184,6 +193,7 @@ export class HttpClient {
         const text = await res.body.text();
         const response: HttpResponse = { status: res.statusCode, headers: flatHeaders(res.headers), text };
         if (!RETRY_STATUS.has(res.statusCode)) return response;
+        lastRetryable = response;
         last = new UpstreamError(this.system, "status", `${this.system} answered ${res.statusCode}`, res.statusCode);
         // 429 means "not processed": repeatable whatever the method. 5xx only when idempotent.
         if (!(idempotent || res.statusCode === 429)) break;
@@ -200,12 +210,14 @@ export class HttpClient {
           throw new UpstreamError(this.system, "unreachable", `${this.system} request failed`, undefined, err);
         }
       }
-      if (attempt > this.maxRetries) break;
+      if (attempt >= this.maxRetries) break;
       const backoff = Math.random() * Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** attempt);
       const delay = Math.min(this.maxBackoffMs, waitMs ?? backoff);
       if (Date.now() - started + delay >= this.deadlineMs) break;
       await this.sleep(delay);
     }
+    // Only when the last attempt was answered (not a timeout or a dropped connection after it).
+    if (req.acceptRetryableStatus && lastRetryable && last?.failure === "status") return lastRetryable;
     throw last ?? new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${this.deadlineMs} ms`);
   }
 

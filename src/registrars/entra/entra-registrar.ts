@@ -25,7 +25,6 @@
  * error message or a log line.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { rootCertificates } from "node:tls";
 import {
   AuthError,
   ConfidentialClientApplication,
@@ -185,8 +184,7 @@ class EntraRegistrar implements AgentRegistrar {
       new HttpClient({
         ...options.httpOptions,
         system: "entra",
-        // Node's `ca` replaces the public roots; keep them so a private CA is an addition.
-        ...(options.ca ? { ca: [...rootCertificates, options.ca].join("\n") } : {}),
+        ...(options.ca ? { ca: options.ca } : {}),
       });
 
     const microsoftHost = MICROSOFT_AUTHORITY_HOSTS.has(authority.hostname.toLowerCase());
@@ -222,19 +220,14 @@ class EntraRegistrar implements AgentRegistrar {
    */
   private networkModule(): INetworkModule {
     const send = async <T>(method: "GET" | "POST", url: string, options?: NetworkRequestOptions, timeoutMs?: number): Promise<NetworkResponse<T>> => {
-      const req: HttpRequest = { method, url, headers: { ...options?.headers }, idempotent: true };
+      // MSAL reads 429/5xx answers itself (error body, Retry-After for its throttle cache).
+      const req: HttpRequest = { method, url, headers: { ...options?.headers }, idempotent: true, acceptRetryableStatus: true };
       if (options?.body !== undefined) req.body = options.body;
       if (timeoutMs) req.timeoutMs = timeoutMs;
       try {
         const res = await this.http.send(req);
         return { status: res.status, headers: res.headers, body: parseJson(res.text) as T };
       } catch (err) {
-        if (err instanceof UpstreamError && err.failure === "status" && err.status !== undefined) {
-          // HttpClient gave up after retrying a 429/5xx and keeps no body or headers: answer MSAL with
-          // the status so its throttling applies (60 s, its default without Retry-After).
-          const body = { error: "temporarily_unavailable", error_description: `the token endpoint answered ${err.status}` };
-          return { status: err.status, headers: {}, body: body as T };
-        }
         const attempt = this.attempts.getStore();
         if (attempt) attempt.failure = err;
         throw err;
