@@ -9,12 +9,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 
-const TSX = join(process.cwd(), "node_modules", ".bin", "tsx");
+// node --import tsx: the child is the broker itself (the tsx CLI would run it in a grandchild,
+// out of reach of a SIGKILL).
 const MAIN = join(process.cwd(), "src", "cli", "main.ts");
 const dir = mkdtempSync(join(tmpdir(), "lpb-cli-"));
 
 function run(args: string[], env: Record<string, string>) {
-  const child = spawn(TSX, [MAIN, ...args], {
+  const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
     env: { ...process.env, LOG_LEVEL: "silent", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

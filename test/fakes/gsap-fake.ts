@@ -79,6 +79,8 @@ export class GsapFake {
   answerOverrides: Record<string, unknown> = {};
 
   private readonly faults: Fault[] = [];
+  /** When set, queued faults apply only to requests with this method (others pass untouched). */
+  faultMethod: "GET" | "POST" | undefined;
   private readonly order: string[];
   /** Cancels the delays in progress (close() ends them). */
   private readonly pending = new Set<() => void>();
@@ -194,7 +196,7 @@ export class GsapFake {
     const path = req.url ?? "/";
     this.requests.push({ method: req.method ?? "", path, headers: req.headers, text, body });
 
-    let fault = this.faults.shift();
+    let fault = this.faultMethod === undefined || req.method === this.faultMethod ? this.faults.shift() : undefined;
     if (fault?.kind === "delay") {
       await this.sleep(fault.ms);
       if (!this.listening) return;

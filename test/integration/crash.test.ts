@@ -1,0 +1,148 @@
+/**
+ * kill -9 in the middle of CreateDelegation, then restart: the reconciler
+ * finishes what the crash interrupted. Afterwards there is no active
+ * delegation without identity and access context, no orphaned identity in
+ * the IdP, and no audit event that did not reach Chronicle.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DelegationState } from "../../src/gen/llmbroker/v1/delegation_pb.js";
+import { openStore } from "../../src/store/open-store.js";
+import { ALICE, as } from "../helpers/broker.js";
+import { GrpcTestClient } from "../helpers/grpc-client.js";
+import { type World, agentClients, startWorld } from "../helpers/real-world.js";
+
+// node --import tsx: the child is the broker itself (the tsx CLI would run it in a grandchild,
+// out of reach of a SIGKILL).
+const MAIN = join(process.cwd(), "src", "cli", "main.ts");
+
+interface Child {
+  proc: ChildProcess;
+  grpc: GrpcTestClient;
+  webPort: number;
+  stderr: () => string;
+}
+
+async function startBroker(env: Record<string, string>): Promise<Child> {
+  const proc = spawn(process.execPath, ["--import", "tsx", MAIN, "serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  proc.stdout!.on("data", (d) => (out += d));
+  proc.stderr!.on("data", (d) => (err += d));
+  const started = Date.now();
+  for (;;) {
+    const m = out.match(/gRPC \(h2c\)\s+127\.0\.0\.1:(\d+)[^]*?Connect \+ gRPC-Web\s+http:\/\/127\.0\.0\.1:(\d+)/);
+    if (m) return { proc, grpc: new GrpcTestClient(`127.0.0.1:${m[1]}`), webPort: Number(m[2]), stderr: () => err };
+    if (proc.exitCode !== null || Date.now() - started > 30_000) throw new Error(`broker did not start:\n${out}\n${err}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 20_000): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() - started > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("kill -9 during CreateDelegation, then restart", () => {
+  let world: World;
+  let dir: string;
+  let env: Record<string, string>;
+  let broker: Child | undefined;
+
+  beforeAll(async () => {
+    world = await startWorld();
+    world.gsap.faultMethod = "POST";
+    world.delegatorContext("ac-alice", ALICE);
+    dir = mkdtempSync(join(tmpdir(), "lpb-crash-"));
+    env = {
+      ...world.env,
+      DATABASE_URL: `file:${join(dir, "broker.db")}`,
+      LLM_BROKER_PORT: "0",
+      LLM_BROKER_WEB_PORT: "0",
+      LOG_LEVEL: "warn",
+      CREATE_INFLIGHT_SECONDS: "1",
+      RECONCILE_INTERVAL_SECONDS: "5",
+      HTTP_TIMEOUT_SECONDS: "30",
+    };
+  });
+  afterAll(async () => {
+    broker?.grpc.close();
+    broker?.proc.kill("SIGKILL");
+    await world?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("leaves no orphan identity, no half-made delegation and no lost audit event", async () => {
+    broker = await startBroker(env);
+    const kept = await broker.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE));
+    expect(kept.delegation!.state).toBe(DelegationState.ACTIVE);
+
+    // Crash 1: the identity exists, GSAP has not answered yet.
+    const posts = world.gsap.requestsOf("POST").length;
+    world.gsap.delayNext(1, 20_000);
+    const inflight = broker.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE), 60_000).catch((e) => e);
+    await until("GSAP to receive the POST", () => (world.gsap.requestsOf("POST").length > posts ? true : undefined));
+    expect(agentClients(world)).toHaveLength(2);
+    broker.proc.kill("SIGKILL");
+    expect((await inflight).code).toBe(14); // the connection died with the process
+    broker.grpc.close();
+
+    // Crash 2, on restart: Keycloak creates the client only after the broker is gone.
+    world.keycloak.inject("create", { kind: "delay", ms: 1500 });
+    await new Promise((r) => setTimeout(r, 1100)); // older than CREATE_INFLIGHT_SECONDS
+    broker = await startBroker(env);
+    const second = broker.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE), 60_000).catch((e) => e);
+    await until("Keycloak to receive the create", () =>
+      world.keycloak.requestsTo("create").length >= 3 ? true : undefined,
+    );
+    broker.proc.kill("SIGKILL");
+    await second;
+    broker.grpc.close();
+    await new Promise((r) => setTimeout(r, 1700)); // the late client lands in Keycloak
+
+    broker = await startBroker(env);
+    const b = broker;
+    // The reconciler fails the interrupted creates and deletes every identity not backing an ACTIVE delegation.
+    await until("the IdP to hold only live identities", async () => {
+      const active = (await b.grpc.unary("listAgents", { pageSize: 500 })).delegations;
+      const clients = agentClients(world).map((c) => c.clientId).sort();
+      const live = active.map((d) => d.agentClientId).sort();
+      return JSON.stringify(clients) === JSON.stringify(live) ? true : undefined;
+    });
+    const active = (await b.grpc.unary("listAgents", { pageSize: 500 })).delegations;
+    expect(active.map((d) => d.delegationId)).toEqual([kept.delegation!.delegationId]);
+    for (const d of active) {
+      expect(world.keycloak.client(d.agentClientId)).toBeDefined();
+      expect(world.gsap.issued.has(d.delegatedAcId)).toBe(true);
+    }
+    const failed = (await b.grpc.unary("listAgents", { state: DelegationState.FAILED, pageSize: 500 })).delegations;
+    expect(failed.map((d) => d.endReason)).toEqual(["creation_interrupted", "creation_interrupted"]);
+
+    // Every event in the log reached Chronicle.
+    await until("the audit backlog to drain", async () => {
+      const h = (await (await fetch(`http://127.0.0.1:${b.webPort}/healthz`)).json()) as { audit: { pending: number } };
+      return h.audit.pending === 0 ? true : undefined;
+    });
+    b.grpc.close();
+    b.proc.kill("SIGTERM");
+    await new Promise((r) => b.proc.once("exit", r));
+    broker = undefined;
+    const store = await openStore(env.DATABASE_URL!);
+    try {
+      const events = await store.readEvents(0n, 10_000);
+      const received = new Set(world.chronicle.received().map((r) => r.deliveryId));
+      expect(events.map((e) => e.type)).toEqual(["CREATED", "FAILED", "FAILED"]);
+      expect(events.filter((e) => !received.has(e.chronicleCid))).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  }, 120_000);
+});
