@@ -19,7 +19,8 @@ import { ExpiryScheduler } from "./scheduler/expiry-scheduler.js";
 import { Loop } from "./scheduler/loop.js";
 import { createDelegationService } from "./server/delegation-service.js";
 import { authentication, errorMapping, intercept, logging } from "./server/interceptors.js";
-import { devAuthenticator } from "./server/principal.js";
+import { createAuthenticator } from "./server/authenticator.js";
+import { limits } from "./server/limits.js";
 import { type RunningServer, startServer } from "./server/create-server.js";
 import { openStore } from "./store/open-store.js";
 import type { DelegationStore } from "./store/store.js";
@@ -114,7 +115,8 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
   const impl = intercept(DelegationService, createDelegationService({ manager, hub }), [
     errorMapping(log), // outermost: every failure below leaves as a safe ConnectError
     logging(log), // one debug line per call, with the code
-    authentication(devAuthenticator), // the caller, for the handlers and the use cases
+    authentication(createAuthenticator(settings)), // the caller, for the limits, the handlers and the use cases
+    limits(settings.limits, log), // per-principal rates, deadlines, watch streams
   ]);
   let server: RunningServer;
   try {
@@ -123,6 +125,8 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
       grpcPort: settings.grpcPort,
       webPort: settings.webPort,
       corsOrigins: settings.corsOrigins,
+      maxMessageBytes: settings.limits.maxRequestBytes,
+      maxConcurrentStreams: settings.limits.maxConcurrentStreams,
       routes: {
         "/healthz": async () => ({
           status: "ok",

@@ -6,7 +6,7 @@
 export type RegistrarDriver = "auto" | "keycloak" | "entra" | "stub";
 export type GsapDriver = "dev" | "http";
 export type AuditDriver = "log" | "chronicle";
-export type AuthMode = "dev";
+export type AuthMode = "dev" | "jwt" | "mtls";
 
 export interface Settings {
   /** Address both listeners bind to. */
@@ -44,6 +44,34 @@ export interface Settings {
   auditFailClosed: boolean;
   auditFailClosedTimeoutMs: number;
   http: { timeoutMs: number; maxRetries: number; caFile: string };
+  auth: {
+    /** Accepted `iss` values. */
+    issuers: string[];
+    audience: string;
+    jwksUrl: string;
+    algorithms: string[];
+    clockSkewSeconds: number;
+    /** Claim holding the caller's DID (dotted path). */
+    didClaim: string;
+    /** Claim holding the caller's roles (dotted path, e.g. realm_access.roles). */
+    rolesClaim: string;
+    adminRole: string;
+    /** mTLS: the server's certificate and key, and the CA that issues client certificates. */
+    tlsCertFile: string;
+    tlsKeyFile: string;
+    tlsClientCaFile: string;
+    /** mTLS: peer identities (DID from a URI SAN, or the CN) that act as admin. */
+    mtlsAdmins: string[];
+  };
+  limits: {
+    maxRequestBytes: number;
+    /** Longest a call may run; a longer or missing client deadline is cut to it. Watch is exempt. */
+    maxDeadlineMs: number;
+    maxConcurrentStreams: number;
+    watchStreamsPerPrincipal: number;
+    createPerMinute: number;
+    authorizePerSecond: number;
+  };
   reconcileIntervalMs: number;
   /** The delegator's ceiling when GSAP runs in dev mode. */
   devDelegatorCeiling: string;
@@ -194,7 +222,7 @@ export function loadSettings(env: Env = process.env): Settings {
     corsOrigins: origins(env, "CORS_ORIGINS", ["http://localhost:3000", "http://localhost:8000"]),
     brokerDid: str(env, "BROKER_DID", "did:web:guildhouse.dev/service/llm-broker"),
     agentDidPrefix: str(env, "AGENT_DID_PREFIX", "did:web:guildhouse.dev/agent/"),
-    authMode: oneOf(env, "AUTH_MODE", "dev", ["dev"] as const),
+    authMode: oneOf(env, "AUTH_MODE", "dev", ["dev", "jwt", "mtls"] as const),
     registrar: oneOf(env, "AGENT_REGISTRAR", "auto", ["auto", "keycloak", "entra", "stub"] as const),
     gsapDriver: oneOf(env, "GSAP_DRIVER", "dev", ["dev", "http"] as const),
     auditDriver: oneOf(env, "AUDIT_DRIVER", "log", ["log", "chronicle"] as const),
@@ -228,6 +256,28 @@ export function loadSettings(env: Env = process.env): Settings {
       caFile: str(env, "HTTP_CA_FILE", ""),
     },
     reconcileIntervalMs: int(env, "RECONCILE_INTERVAL_SECONDS", 60, 5, 86_400) * 1000,
+    auth: {
+      issuers: list(env, "AUTH_JWT_ISSUER", []),
+      audience: str(env, "AUTH_JWT_AUDIENCE", ""),
+      jwksUrl: str(env, "AUTH_JWKS_URL", ""),
+      algorithms: list(env, "AUTH_JWT_ALGORITHMS", ["RS256", "PS256", "ES256", "EdDSA"]),
+      clockSkewSeconds: int(env, "AUTH_CLOCK_SKEW_SECONDS", 30, 0, 300),
+      didClaim: str(env, "AUTH_DID_CLAIM", "did"),
+      rolesClaim: str(env, "AUTH_ROLES_CLAIM", "roles"),
+      adminRole: str(env, "AUTH_ADMIN_ROLE", "llm-broker-admin"),
+      tlsCertFile: str(env, "AUTH_TLS_CERT_FILE", ""),
+      tlsKeyFile: str(env, "AUTH_TLS_KEY_FILE", ""),
+      tlsClientCaFile: str(env, "AUTH_TLS_CLIENT_CA_FILE", ""),
+      mtlsAdmins: list(env, "AUTH_MTLS_ADMINS", []),
+    },
+    limits: {
+      maxRequestBytes: int(env, "LIMIT_MAX_REQUEST_BYTES", 262_144, 1024, 16 * 1024 * 1024),
+      maxDeadlineMs: int(env, "LIMIT_MAX_DEADLINE_SECONDS", 60, 1, 3600) * 1000,
+      maxConcurrentStreams: int(env, "LIMIT_MAX_CONCURRENT_STREAMS", 100, 1, 10_000),
+      watchStreamsPerPrincipal: int(env, "LIMIT_WATCH_STREAMS_PER_PRINCIPAL", 16, 1, 10_000),
+      createPerMinute: int(env, "RATE_LIMIT_CREATE_PER_MINUTE", 60, 1, 1_000_000),
+      authorizePerSecond: int(env, "RATE_LIMIT_AUTHORIZE_PER_SECOND", 200, 1, 1_000_000),
+    },
     devDelegatorCeiling: capability("DEV_DELEGATOR_CEILING", "CAP_MUTATE"),
     capabilityOrder,
     defaultCapabilityCeiling: capability("DEFAULT_CAPABILITY_CEILING", "CAP_MUTATE"),
@@ -271,7 +321,40 @@ function checkDrivers(s: Settings): void {
     if (s.chronicle.webhookUrl === "") throw new SettingsError("AUDIT_DRIVER=chronicle needs CHRONICLE_WEBHOOK_URL");
     if (!/^https?:\/\/.+/.test(s.chronicle.webhookUrl)) throw new SettingsError("CHRONICLE_WEBHOOK_URL must be an http(s) URL");
   }
+  if (s.authMode === "dev" && !isLoopback(s.host)) {
+    throw new SettingsError(
+      `AUTH_MODE=dev trusts a header for the caller's identity and listens only on loopback; LLM_BROKER_HOST=${s.host} needs AUTH_MODE=jwt or mtls`,
+    );
+  }
+  if (s.authMode === "jwt") {
+    const missing = [
+      s.auth.issuers.length === 0 ? "AUTH_JWT_ISSUER" : "",
+      s.auth.audience === "" ? "AUTH_JWT_AUDIENCE" : "",
+      s.auth.jwksUrl === "" ? "AUTH_JWKS_URL" : "",
+    ].filter((x) => x !== "");
+    if (missing.length > 0) throw new SettingsError(`AUTH_MODE=jwt needs ${missing.join(", ")}`);
+    if (!/^https?:\/\/.+/.test(s.auth.jwksUrl)) throw new SettingsError("AUTH_JWKS_URL must be an http(s) URL");
+    const allowed = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);
+    const bad = s.auth.algorithms.filter((a) => !allowed.has(a));
+    if (bad.length > 0 || s.auth.algorithms.length === 0) {
+      throw new SettingsError(`AUTH_JWT_ALGORITHMS may list only asymmetric algorithms (${[...allowed].join(", ")}); got ${bad.join(", ") || "none"}`);
+    }
+  }
+  if (s.authMode === "mtls") {
+    const missing = [
+      s.auth.tlsCertFile === "" ? "AUTH_TLS_CERT_FILE" : "",
+      s.auth.tlsKeyFile === "" ? "AUTH_TLS_KEY_FILE" : "",
+      s.auth.tlsClientCaFile === "" ? "AUTH_TLS_CLIENT_CA_FILE" : "",
+    ].filter((x) => x !== "");
+    if (missing.length > 0) throw new SettingsError(`AUTH_MODE=mtls needs ${missing.join(", ")}`);
+  }
   if (s.auditFailClosed && s.auditDriver !== "chronicle") {
     throw new SettingsError("AUDIT_FAIL_CLOSED=true needs AUDIT_DRIVER=chronicle");
   }
+}
+
+/** Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

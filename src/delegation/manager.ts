@@ -18,6 +18,7 @@ import {
   type Delegation,
   type DelegationState,
   EndReason,
+  type Access,
   type Principal,
   commandsRemaining,
 } from "./model.js";
@@ -102,6 +103,7 @@ export interface ListResult {
 interface CommandPolicy {
   delegatorDid: string;
   agentDid: string;
+  agentClientId: string;
   expireTime: number;
   prohibited: CommandMatcher;
   ceremony: CommandMatcher;
@@ -127,9 +129,12 @@ function hashRequest(value: unknown): string {
   return createHash("sha256").update(JSON.stringify(value)).digest("hex");
 }
 
-/** Whether `principal` may see and act on `d`: its delegator, its agent, or an admin. */
-export function canAct(principal: Principal, d: Delegation): boolean {
-  return principal.admin || (principal.did !== "" && (principal.did === d.delegatorDid || principal.did === d.agentDid));
+/** Whether `principal` may do `access` on `d` (see Access). */
+export function canAct(principal: Principal, d: Pick<Delegation, "delegatorDid" | "agentDid" | "agentClientId">, access: Access): boolean {
+  if (principal.admin) return true;
+  if (principal.did !== "" && (principal.did === d.delegatorDid || principal.did === d.agentDid)) return true;
+  // An agent's own client credential reads and asks about its own delegation, nothing more.
+  return access !== "manage" && !!principal.clientId && principal.clientId === d.agentClientId;
 }
 
 export class DelegationManager {
@@ -157,6 +162,9 @@ export class DelegationManager {
   /** Creates a delegation: REQUESTED, then the identity, then the GSAP context, then ACTIVE. */
   async create(principal: Principal, input: CreateInput): Promise<CreateResult> {
     if (principal.did === "") {
+      if (principal.clientId) {
+        throw new BrokerError("PERMISSION_DENIED", "AGENT_CANNOT_DELEGATE", "an agent credential cannot create delegations");
+      }
       throw new BrokerError("UNAUTHENTICATED", "DELEGATOR_UNKNOWN", "CreateDelegation needs an authenticated delegator");
     }
     const delegatorAcId = v.identifier("delegator_ac_id", input.delegatorAcId, { required: true });
@@ -333,7 +341,7 @@ export class DelegationManager {
     // A context the broker itself delegated: the parent delegation bounds the child.
     const parent = await this.store.findByDelegatedAc(delegatorAcId);
     if (parent) {
-      if (!canAct(principal, parent)) throw delegatorContextUnknown();
+      if (!canAct(principal, parent, "manage")) throw delegatorContextUnknown();
       if (parent.state !== "ACTIVE") {
         throw new BrokerError("FAILED_PRECONDITION", "DELEGATOR_CONTEXT_NOT_ACTIVE", "the delegator's access context is not active");
       }
@@ -375,7 +383,7 @@ export class DelegationManager {
     const reason = v.reason("reason", input.reason || EndReason.manualRevocation);
     const requestId = v.requestId("request_id", input.requestId);
     const d = await this.store.get(id);
-    if (!d || !canAct(principal, d)) throw delegationNotFound(id);
+    if (!d || !canAct(principal, d, "manage")) throw delegationNotFound(id);
 
     let claim: IdempotencyClaim | undefined;
     if (requestId !== "") {
@@ -448,7 +456,7 @@ export class DelegationManager {
   async get(principal: Principal, delegationId: string): Promise<Delegation> {
     const id = v.delegationId("delegation_id", delegationId);
     const d = await this.store.get(id);
-    if (!d || !canAct(principal, d)) throw delegationNotFound(id);
+    if (!d || !canAct(principal, d, "read")) throw delegationNotFound(id);
     return d;
   }
 
@@ -456,6 +464,9 @@ export class DelegationManager {
   async list(principal: Principal, input: ListInput): Promise<ListResult> {
     if (!Number.isInteger(input.pageSize) || input.pageSize < 0) {
       throw invalidArgument("page_size", "must not be negative");
+    }
+    if (!principal.admin && principal.did === "") {
+      throw new BrokerError("PERMISSION_DENIED", "DELEGATOR_ONLY", "ListAgents needs a delegator identity");
     }
     const pageSize = Math.min(input.pageSize || DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
     const state = input.state ?? "ACTIVE";
@@ -546,6 +557,7 @@ export class DelegationManager {
       policy = {
         delegatorDid: d.delegatorDid,
         agentDid: d.agentDid,
+        agentClientId: d.agentClientId,
         expireTime: d.expireTime,
         prohibited: new CommandMatcher(d.prohibitedCommands),
         ceremony: new CommandMatcher(d.ceremonyRequiredFor),
@@ -554,9 +566,7 @@ export class DelegationManager {
       if (this.policies.size >= POLICY_CACHE_SIZE) this.policies.delete(this.policies.keys().next().value!);
       this.policies.set(id, policy);
     }
-    if (!principal.admin && (principal.did === "" || (principal.did !== policy.delegatorDid && principal.did !== policy.agentDid))) {
-      throw delegationNotFound(id);
-    }
+    if (!canAct(principal, policy, "command")) throw delegationNotFound(id);
     return policy;
   }
 

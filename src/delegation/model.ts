@@ -101,11 +101,26 @@ export interface AuthorizeResult {
 
 /** The caller, as established by authentication. */
 export interface Principal {
-  /** The caller's DID; empty for an anonymous dev caller. */
+  /** The caller's DID; empty when the credential carries none (an agent, the dev operator). */
   did: string;
   /** May act on every delegation (the GSAP broker's service principal). */
   admin: boolean;
+  /**
+   * The OAuth client the caller's token was issued to (azp, client_id or
+   * appid); an agent authenticating with its own credential is recognised by
+   * it equalling its delegation's agent_client_id. Empty when unknown.
+   */
+  clientId?: string;
 }
+
+/**
+ * What a caller wants to do with a delegation:
+ * - `read`: see it (Get, Watch) — delegator, its agent, admin;
+ * - `command`: AuthorizeCommand — delegator, its agent, admin;
+ * - `manage`: revoke it, or delegate on from it — delegator (a human, or in
+ *   dev mode the agent's DID for nested delegation), admin; never the agent's client credential.
+ */
+export type Access = "read" | "command" | "manage";
 
 /** Whether a delegation is still live. */
 export function isLive(d: Delegation): boolean {

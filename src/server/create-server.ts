@@ -21,6 +21,8 @@ export interface ServerOptions {
   routes?: Record<string, () => Promise<unknown>>;
   /** Largest request message. By default, 1 MiB. */
   maxMessageBytes?: number;
+  /** HTTP/2 streams one gRPC connection may have open. By default, 100. */
+  maxConcurrentStreams?: number;
 }
 
 export interface RunningServer {
@@ -68,7 +70,7 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
 
   const grpcServer = new grpc.Server({
     "grpc.max_receive_message_length": maxBytes,
-    "grpc.max_concurrent_streams": 1000,
+    "grpc.max_concurrent_streams": options.maxConcurrentStreams ?? 100,
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
     "grpc.keepalive_permit_without_calls": 1,

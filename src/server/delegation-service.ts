@@ -6,7 +6,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { DelegationManager } from "../delegation/manager.js";
 import type { WatchHub } from "../events/watch-hub.js";
 import type { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
-import { delegationNotFound } from "../delegation/errors.js";
+import { BrokerError, delegationNotFound } from "../delegation/errors.js";
 import * as v from "../delegation/validate.js";
 import {
   authorizeResultToMessage,
@@ -79,7 +79,10 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
       }
       if (req.delegatorDid !== "") filter.delegatorDid = v.did("delegator_did", req.delegatorDid);
       if (!principal.admin) {
-        // A delegator watches only their own delegations.
+        // A delegator watches only their own delegations; a caller without a DID (an agent) only its own one.
+        if (filter.delegationId === undefined && principal.did === "") {
+          throw new BrokerError("PERMISSION_DENIED", "DELEGATOR_ONLY", "watching all delegations needs a delegator identity; name a delegation_id");
+        }
         if (filter.delegatorDid !== undefined && filter.delegatorDid !== principal.did) return;
         if (filter.delegationId === undefined) filter.delegatorDid = principal.did;
       }

@@ -8,7 +8,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../logging.js";
 import { toConnectError } from "./errors.js";
-import { type Authenticator, principalKey } from "./principal.js";
+import { type Authenticator, peerKey, principalKey } from "./principal.js";
 
 type AnyHandler = (req: unknown, ctx: HandlerContext) => unknown;
 
@@ -60,13 +60,13 @@ export function logging(log: Logger): Interceptor {
 export function authentication(authenticate: Authenticator): Interceptor {
   return (next, _method, streaming) => {
     if (streaming) {
-      return (req, ctx) => {
-        ctx.values.set(principalKey, authenticate(ctx.requestHeader));
-        return next(req, ctx);
+      return async function* (req, ctx) {
+        ctx.values.set(principalKey, await authenticate(ctx.requestHeader, ctx.values.get(peerKey)));
+        yield* next(req, ctx) as AsyncIterable<unknown>;
       };
     }
-    return (req, ctx) => {
-      ctx.values.set(principalKey, authenticate(ctx.requestHeader));
+    return async (req, ctx) => {
+      ctx.values.set(principalKey, await authenticate(ctx.requestHeader, ctx.values.get(peerKey)));
       return next(req, ctx);
     };
   };

@@ -1,7 +1,11 @@
 /**
- * Who is calling. Authentication puts the Principal into the handler
- * context; handlers read it with principalOf(ctx). This file holds the only
- * authentication the broker has so far: the dev-mode header.
+ * Who is calling. The authentication interceptor runs the configured
+ * Authenticator and puts the Principal into the handler context; handlers
+ * read it with principalOf(ctx).
+ *
+ * - dev: the prototype's `x-delegator-did` header (loopback only);
+ * - jwt: a bearer access token verified against the issuer's JWKS (jwt-authenticator.ts);
+ * - mtls: the client certificate of the TLS connection (mtls-authenticator.ts).
  */
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { BrokerError } from "../delegation/errors.js";
@@ -9,13 +13,23 @@ import type { Principal } from "../delegation/model.js";
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "authenticated caller" });
 
+/** The TLS peer of the connection, when there is one (set by the transports). */
+export interface PeerInfo {
+  /** The client certificate, as node:tls returns it (getPeerCertificate). */
+  certificate?: { subject?: { CN?: string | string[] }; subjectaltname?: string; fingerprint256?: string } | undefined;
+  /** Whether the TLS layer verified it against the configured client CA. */
+  authorized: boolean;
+}
+
+export const peerKey = createContextKey<PeerInfo | undefined>(undefined, { description: "TLS peer" });
+
 /** The header that names the delegator in dev mode (the prototype's X-Delegator-DID). */
 export const DEV_DID_HEADER = "x-delegator-did";
 
-const DID = /^did:[a-z0-9]+:[A-Za-z0-9._:%\/-]{1,500}$/;
+export const DID_PATTERN = /^did:[a-z0-9]+:[A-Za-z0-9._:%\/-]{1,500}$/;
 
-/** Establishes the caller from request headers. */
-export type Authenticator = (headers: Headers) => Principal;
+/** Establishes the caller from request headers and the TLS peer. Throws UNAUTHENTICATED. */
+export type Authenticator = (headers: Headers, peer: PeerInfo | undefined) => Principal | Promise<Principal>;
 
 /**
  * AUTH_MODE=dev: the caller is whoever `x-delegator-did` names; without it, the
@@ -24,7 +38,7 @@ export type Authenticator = (headers: Headers) => Principal;
 export const devAuthenticator: Authenticator = (headers) => {
   const did = headers.get(DEV_DID_HEADER);
   if (did === null || did === "") return { did: "", admin: true };
-  if (!DID.test(did)) {
+  if (!DID_PATTERN.test(did)) {
     throw new BrokerError("UNAUTHENTICATED", "MALFORMED_IDENTITY", `${DEV_DID_HEADER} is not a DID (did:method:id)`);
   }
   return { did, admin: false };

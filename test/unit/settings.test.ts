@@ -62,6 +62,28 @@ describe("loadSettings defaults", () => {
       auditFailClosedTimeoutMs: 5000,
       http: { timeoutMs: 10_000, maxRetries: 3, caFile: "" },
       reconcileIntervalMs: 60_000,
+      auth: {
+        issuers: [],
+        audience: "",
+        jwksUrl: "",
+        algorithms: ["RS256", "PS256", "ES256", "EdDSA"],
+        clockSkewSeconds: 30,
+        didClaim: "did",
+        rolesClaim: "roles",
+        adminRole: "llm-broker-admin",
+        tlsCertFile: "",
+        tlsKeyFile: "",
+        tlsClientCaFile: "",
+        mtlsAdmins: [],
+      },
+      limits: {
+        maxRequestBytes: 262_144,
+        maxDeadlineMs: 60_000,
+        maxConcurrentStreams: 100,
+        watchStreamsPerPrincipal: 16,
+        createPerMinute: 60,
+        authorizePerSecond: 200,
+      },
     });
   });
 
@@ -75,9 +97,9 @@ describe("loadSettings defaults", () => {
 
   it("reads process.env when no environment is passed", () => {
     const before = process.env.LLM_BROKER_HOST;
-    process.env.LLM_BROKER_HOST = "10.1.2.3";
+    process.env.LLM_BROKER_HOST = "127.0.0.2";
     try {
-      expect(loadSettings().host).toBe("10.1.2.3");
+      expect(loadSettings().host).toBe("127.0.0.2");
     } finally {
       if (before === undefined) delete process.env.LLM_BROKER_HOST;
       else process.env.LLM_BROKER_HOST = before;
@@ -105,12 +127,12 @@ describe("loadSettings values", () => {
 
   it("trims values and list entries and drops empty list entries", () => {
     const s = loadSettings({
-      LLM_BROKER_HOST: " 0.0.0.0 ",
+      LLM_BROKER_HOST: " ::1 ",
       LLM_BROKER_PORT: " 9000 ",
       CORS_ORIGINS: " https://a.example , ,https://b.example:8443 ",
       DEFAULT_CEREMONY_REQUIRED_FOR: "git push, terraform apply,",
     });
-    expect(s.host).toBe("0.0.0.0");
+    expect(s.host).toBe("::1");
     expect(s.grpcPort).toBe(9000);
     expect(s.corsOrigins).toEqual(["https://a.example", "https://b.example:8443"]);
     expect(s.defaultCeremonyRequiredFor).toEqual(["git push", "terraform apply"]);
@@ -283,6 +305,18 @@ describe("loadSettings errors name the variable", () => {
     });
     expect(s.gsap.url).toBe("https://gsap.example");
     expect(s.auditFailClosed).toBe(true);
+  });
+
+  it("AUTH_MODE: dev listens only on loopback; jwt and mtls need their settings; only asymmetric algorithms", () => {
+    expect(errorOf({ LLM_BROKER_HOST: "0.0.0.0" }).message).toContain("AUTH_MODE=dev");
+    expect(loadSettings({ LLM_BROKER_HOST: "127.0.0.1" }).host).toBe("127.0.0.1");
+    const jwt = errorOf({ AUTH_MODE: "jwt" }).message;
+    for (const v of ["AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE", "AUTH_JWKS_URL"]) expect(jwt).toContain(v);
+    const ok = { AUTH_MODE: "jwt", AUTH_JWT_ISSUER: "https://idp/realms/a", AUTH_JWT_AUDIENCE: "llm-broker", AUTH_JWKS_URL: "https://idp/certs" };
+    expect(loadSettings({ ...ok, LLM_BROKER_HOST: "0.0.0.0" }).authMode).toBe("jwt");
+    expect(errorOf({ ...ok, AUTH_JWT_ALGORITHMS: "RS256,HS256" }).message).toContain("HS256");
+    expect(errorOf({ ...ok, AUTH_JWT_ALGORITHMS: "none" }).message).toContain("AUTH_JWT_ALGORITHMS");
+    expect(errorOf({ AUTH_MODE: "mtls" }).message).toContain("AUTH_TLS_CLIENT_CA_FILE");
   });
 
   it("DATABASE_URL: accepts file: and postgres URLs, rejects anything else", () => {
