@@ -2,6 +2,7 @@
  * The composition root: builds the store, drivers, use cases, background
  * loops and listeners from settings, and tears them down in order.
  */
+import { readFile } from "node:fs/promises";
 import type { AuditSink } from "./clients/chronicle/chronicle-client.js";
 import { eventContentId } from "./clients/chronicle/chronicle-event.js";
 import { createAuditSink } from "./clients/chronicle/factory.js";
@@ -127,6 +128,15 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
       corsOrigins: settings.corsOrigins,
       maxMessageBytes: settings.limits.maxRequestBytes,
       maxConcurrentStreams: settings.limits.maxConcurrentStreams,
+      ...(settings.authMode === "mtls"
+        ? {
+            tls: {
+              cert: await readFile(settings.auth.tlsCertFile, "utf8"),
+              key: await readFile(settings.auth.tlsKeyFile, "utf8"),
+              clientCa: await readFile(settings.auth.tlsClientCaFile, "utf8"),
+            },
+          }
+        : {}),
       routes: {
         "/healthz": async () => ({
           status: "ok",

@@ -24,6 +24,9 @@ const settings = loadSettings({
   GSAP_DRIVER: "dev",
   AUTH_MODE: "dev",
   MAX_COMMANDS_CAP: String(BENCH_MAX_COMMANDS),
+  // Throughput, not throttling, is measured: one principal sends everything.
+  RATE_LIMIT_AUTHORIZE_PER_SECOND: "1000000",
+  RATE_LIMIT_CREATE_PER_MINUTE: "1000000",
   LOG_LEVEL: process.env.BENCH_BROKER_LOG_LEVEL ?? "warn",
 });
 

@@ -34,11 +34,13 @@ async function main(argv: string[]): Promise<number> {
     case "serve": {
       const broker = await startBroker(settings);
       const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host;
+      const tls = settings.authMode === "mtls";
+      const web = `${tls ? "https" : "http"}://${host}:${broker.webPort}`;
       console.log(`
 LLM Principal Broker is running
-  gRPC (h2c)               ${host}:${broker.grpcPort}
-  Connect + gRPC-Web       http://${host}:${broker.webPort}
-  health                   http://${host}:${broker.webPort}/healthz
+  gRPC (${tls ? "TLS" : "h2c"})               ${host}:${broker.grpcPort}
+  Connect + gRPC-Web       ${web}
+  health                   ${web}/healthz
   database                 ${settings.databaseUrl} (${broker.store.driver})
   registrar / GSAP / audit ${broker.drivers.registrar} / ${broker.drivers.gsap} / ${broker.drivers.audit}${settings.auditFailClosed ? " (fail-closed)" : ""}
 

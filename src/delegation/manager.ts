@@ -160,8 +160,16 @@ export class DelegationManager {
   }
 
   /** Creates a delegation: REQUESTED, then the identity, then the GSAP context, then ACTIVE. */
-  async create(principal: Principal, input: CreateInput): Promise<CreateResult> {
+  async create(principal: Principal, input: CreateInput, signal?: AbortSignal): Promise<CreateResult> {
     if (principal.did === "") {
+      // A credential without a DID: a service account (admin) or an agent's own client.
+      if (principal.clientId && principal.admin) {
+        throw new BrokerError(
+          "PERMISSION_DENIED",
+          "DELEGATOR_DID_REQUIRED",
+          "CreateDelegation delegates the caller's own authority: the credential must carry the delegator's DID",
+        );
+      }
       if (principal.clientId) {
         throw new BrokerError("PERMISSION_DENIED", "AGENT_CANNOT_DELEGATE", "an agent credential cannot create delegations");
       }
@@ -256,6 +264,11 @@ export class DelegationManager {
       idpObjectId: identity.objectId,
       idpBackend: this.registrar.backend,
     };
+    // The caller gave up (deadline, cancel): nobody would receive the credential, so undo.
+    if (signal?.aborted) {
+      await this.failCreation(id, patch, claim);
+      throw callerGone();
+    }
 
     // 3. the delegated access context
     let delegatedAc: DelegatedContext;
@@ -272,6 +285,11 @@ export class DelegationManager {
     } catch (err) {
       await this.failCreation(id, patch, claim);
       throw upstream("GSAP", "GSAP broker", err);
+    }
+
+    if (signal?.aborted) {
+      await this.failCreation(id, patch, claim);
+      throw callerGone();
     }
 
     // 4. ACTIVE, with the event and the replayable answer, in one transaction
@@ -292,6 +310,13 @@ export class DelegationManager {
       // Revoked (cascade, admin) or reconciled while we were creating: undo.
       await this.failCreation(id, patch, claim);
       throw new BrokerError("ABORTED", "DELEGATION_ENDED_DURING_CREATE", `delegation ${id} was ended while it was being created`);
+    }
+    if (signal?.aborted) {
+      // Gone between GSAP's answer and the commit: withdraw, so no live delegation has an unseen secret.
+      await this.end(id, "REVOKED", "REVOKED", "caller_gone");
+      if (claim) await this.store.releaseIdempotency(claim);
+      await this.cleanupIdentities(10, id);
+      throw callerGone();
     }
     if (this.audit?.failClosed && !(await this.audit.waitDelivered(activated.revision, this.audit.timeoutMs))) {
       // Not recorded in time: the grant is withdrawn, and a retry with this request_id starts afresh.
@@ -562,9 +587,12 @@ export class DelegationManager {
         prohibited: new CommandMatcher(d.prohibitedCommands),
         ceremony: new CommandMatcher(d.ceremonyRequiredFor),
       };
-      // Oldest first out: Map keeps insertion order.
-      if (this.policies.size >= POLICY_CACHE_SIZE) this.policies.delete(this.policies.keys().next().value!);
-      this.policies.set(id, policy);
+      // Not while REQUESTED: the agent's client id is set only when it becomes ACTIVE.
+      if (d.state !== "REQUESTED") {
+        // Oldest first out: Map keeps insertion order.
+        if (this.policies.size >= POLICY_CACHE_SIZE) this.policies.delete(this.policies.keys().next().value!);
+        this.policies.set(id, policy);
+      }
     }
     if (!canAct(principal, policy, "command")) throw delegationNotFound(id);
     return policy;
@@ -659,6 +687,14 @@ export class DelegationManager {
   pruneIdempotency(): Promise<number> {
     return this.store.pruneIdempotency(this.clock() - this.settings.idempotencyTtlMs);
   }
+}
+
+function callerGone(): BrokerError {
+  return new BrokerError(
+    "DEADLINE_EXCEEDED",
+    "CALLER_GONE",
+    "the call ended (deadline or cancellation) before the delegation was complete; nothing was granted",
+  );
 }
 
 function auditUnavailable(): BrokerError {

@@ -1,7 +1,7 @@
 /** Chooses the authenticator from AUTH_MODE. */
 import type { Settings } from "../config/settings.js";
-import { SettingsError } from "../config/settings.js";
 import { createJwtAuthenticator } from "./jwt-authenticator.js";
+import { createMtlsAuthenticator } from "./mtls-authenticator.js";
 import { type Authenticator, devAuthenticator } from "./principal.js";
 
 /** Builds the authenticator the settings select. */
@@ -12,6 +12,6 @@ export function createAuthenticator(settings: Settings): Authenticator {
     case "jwt":
       return createJwtAuthenticator(settings.auth);
     case "mtls":
-      throw new SettingsError("AUTH_MODE=mtls is not available in this build yet");
+      return createMtlsAuthenticator({ admins: settings.auth.mtlsAdmins });
   }
 }

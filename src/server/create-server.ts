@@ -1,16 +1,28 @@
 /**
- * The broker's listeners: gRPC (HTTP/2 cleartext) on grpc-js, and Connect +
- * gRPC-Web over HTTP/1.1 on connect-node for browsers, with CORS. Both serve
- * the same intercepted ServiceImpl.
+ * The broker's listeners: gRPC (HTTP/2) on grpc-js, and Connect + gRPC-Web
+ * over HTTP/1.1 on connect-node for browsers, with CORS. Both serve the same
+ * intercepted ServiceImpl. Cleartext by default; with `tls` (AUTH_MODE=mtls)
+ * both speak TLS, drop at the TLS layer a client without a verified
+ * certificate from the client CA, and pass the peer to the authenticator
+ * (through peerKey; the gRPC side in grpc-adapter.ts).
  */
 import * as http from "node:http";
+import * as https from "node:https";
 import type { AddressInfo } from "node:net";
-import { type ServiceImpl, cors as connectCors } from "@connectrpc/connect";
+import { TLSSocket } from "node:tls";
+import { type ContextValues, type ServiceImpl, cors as connectCors, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
 import { addConnectService } from "./grpc-adapter.js";
-import { DEV_DID_HEADER } from "./principal.js";
+import { DEV_DID_HEADER, peerKey } from "./principal.js";
+
+/** PEM text of the server's certificate chain and key, and of the CA that issues client certificates. */
+export interface TlsOptions {
+  cert: string;
+  key: string;
+  clientCa: string;
+}
 
 export interface ServerOptions {
   host: string;
@@ -23,6 +35,8 @@ export interface ServerOptions {
   maxMessageBytes?: number;
   /** HTTP/2 streams one gRPC connection may have open. By default, 100. */
   maxConcurrentStreams?: number;
+  /** Serve both ports over TLS, requiring a client certificate from `clientCa`. By default, cleartext. */
+  tls?: TlsOptions;
 }
 
 export interface RunningServer {
@@ -63,6 +77,17 @@ function withCors(origins: ReadonlySet<string>, next: http.RequestListener): htt
   };
 }
 
+/** The verified TLS peer of a Connect request, for the authentication interceptor. */
+function peerOf(req: { socket: unknown }): ContextValues {
+  const values = createContextValues();
+  if (req.socket instanceof TLSSocket) {
+    const cert = req.socket.getPeerCertificate();
+    // getPeerCertificate() answers {} when the client sent none.
+    values.set(peerKey, { certificate: cert.raw ? cert : undefined, authorized: req.socket.authorized });
+  }
+  return values;
+}
+
 /** Starts both listeners; port 0 picks a free port (reported in the result). */
 export async function startServer(impl: ServiceImpl<typeof DelegationService>, options: ServerOptions): Promise<RunningServer> {
   const shutdown = new AbortController();
@@ -76,28 +101,39 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     "grpc.keepalive_permit_without_calls": 1,
   });
   addConnectService(grpcServer, DelegationService, impl, shutdown.signal);
+  const tls = options.tls;
+  const credentials = tls
+    ? grpc.ServerCredentials.createSsl(
+        Buffer.from(tls.clientCa),
+        [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }],
+        true, // checkClientCertificate: no verified client certificate, no connection
+      )
+    : grpc.ServerCredentials.createInsecure();
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync(`${options.host}:${options.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-      err ? reject(err) : resolve(port),
-    ),
+    grpcServer.bindAsync(`${options.host}:${options.grpcPort}`, credentials, (err, port) => (err ? reject(err) : resolve(port))),
   );
 
   const connect = connectNodeAdapter({
     routes: (router) => router.service(DelegationService, impl),
     readMaxBytes: maxBytes,
     shutdownSignal: shutdown.signal,
+    ...(tls ? { contextValues: peerOf } : {}),
   });
   const routes = options.routes ?? {};
-  const web = http.createServer(
-    withCors(new Set(options.corsOrigins), (req, res) => {
-      const route = req.method === "GET" ? routes[req.url ?? ""] : undefined;
-      if (!route) return connect(req, res);
-      route().then(
-        (body) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body)),
-        () => res.writeHead(503, { "content-type": "application/json" }).end('{"status":"unavailable"}'),
-      );
-    }),
-  );
+  const listener = withCors(new Set(options.corsOrigins), (req, res) => {
+    const route = req.method === "GET" ? routes[req.url ?? ""] : undefined;
+    if (!route) return connect(req, res);
+    route().then(
+      (body) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body)),
+      () => res.writeHead(503, { "content-type": "application/json" }).end('{"status":"unavailable"}'),
+    );
+  });
+  const web = tls
+    ? https.createServer(
+        { cert: tls.cert, key: tls.key, ca: tls.clientCa, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2" },
+        listener,
+      )
+    : http.createServer(listener);
   web.keepAliveTimeout = 65_000;
   try {
     await new Promise<void>((resolve, reject) => {

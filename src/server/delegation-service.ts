@@ -6,7 +6,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { DelegationManager } from "../delegation/manager.js";
 import type { WatchHub } from "../events/watch-hub.js";
 import type { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
-import { BrokerError, delegationNotFound } from "../delegation/errors.js";
+import { BrokerError } from "../delegation/errors.js";
 import * as v from "../delegation/validate.js";
 import {
   authorizeResultToMessage,
@@ -28,14 +28,18 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
   const { manager, hub } = deps;
   return {
     async createDelegation(req, ctx) {
-      const result = await manager.create(principalOf(ctx), {
-        delegatorAcId: req.delegatorAcId,
-        agentType: req.agentType,
-        agentModel: req.agentModel,
-        accordTemplate: req.accordTemplate,
-        scope: scopeFromMessage(req.scope),
-        requestId: req.requestId,
-      });
+      const result = await manager.create(
+        principalOf(ctx),
+        {
+          delegatorAcId: req.delegatorAcId,
+          agentType: req.agentType,
+          agentModel: req.agentModel,
+          accordTemplate: req.accordTemplate,
+          scope: scopeFromMessage(req.scope),
+          requestId: req.requestId,
+        },
+        ctx.signal,
+      );
       return createResultToMessage(result);
     },
 
@@ -71,10 +75,8 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
       const principal = principalOf(ctx);
       const filter: { delegationId?: string; delegatorDid?: string } = {};
       if (req.delegationId !== "") {
-        // Watching one delegation requires seeing it: NOT_FOUND otherwise.
-        const d = await manager.get(principal, req.delegationId).catch(() => {
-          throw delegationNotFound(req.delegationId);
-        });
+        // Watching one delegation requires seeing it: get answers NOT_FOUND, the same as for a missing one.
+        const d = await manager.get(principal, req.delegationId);
         filter.delegationId = d.id;
       }
       if (req.delegatorDid !== "") filter.delegatorDid = v.did("delegator_did", req.delegatorDid);

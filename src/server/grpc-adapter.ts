@@ -5,9 +5,17 @@
  * Connect and gRPC-Web from connect-node, from the same implementation.
  */
 import { type DescMessage, type DescMethod, type DescService, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl, createContextValues } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type HandlerContext,
+  type ServiceImpl,
+  createContextValues,
+} from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
+import { peerKey } from "./principal.js";
 
 type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 type Handler = (req: unknown, ctx: HandlerContext) => unknown;
@@ -36,10 +44,42 @@ function statusOf(err: unknown): Partial<grpc.StatusObject> {
   return { code: ce.code as number as grpc.status, details: ce.rawMessage, metadata };
 }
 
+/**
+ * A request message that did not decode. grpc-js answers INTERNAL when
+ * requestDeserialize throws; the client sent bad bytes, so the handler
+ * answers INVALID_ARGUMENT instead, as Connect does for the same input.
+ */
+class Undecodable {
+  constructor(readonly error: ConnectError) {}
+}
+
+function decodeRequest(schema: DescMessage, bytes: Buffer): unknown {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    return new Undecodable(new ConnectError(`parse binary: ${reason}`.slice(0, 256), Code.InvalidArgument));
+  }
+}
+
 function timeoutOf(call: SurfaceCall): number | undefined {
   const deadline = call.getDeadline();
   const ms = deadline instanceof Date ? deadline.getTime() : deadline;
   return Number.isFinite(ms) ? Math.max(0, ms - Date.now()) : undefined;
+}
+
+/**
+ * The context values of one call, with the TLS peer when there is one.
+ * grpc-js reports a peer certificate only once the handshake verified it
+ * (over cleartext, or unverified, the auth context is empty).
+ */
+function valuesFor(call: SurfaceCall): ContextValues {
+  const values = createContextValues();
+  const auth = call.getAuthContext();
+  if (auth.transportSecurityType === "ssl") {
+    values.set(peerKey, { certificate: auth.sslPeerCertificate, authorized: auth.sslPeerCertificate !== undefined });
+  }
+  return values;
 }
 
 /** Calls in progress, aborted together at shutdown (one listener, not one per call). */
@@ -85,7 +125,7 @@ function contextFor(service: DescService, method: DescMethod, call: SurfaceCall,
       return (responseTrailer ??= new Headers());
     },
     protocolName: "grpc",
-    values: createContextValues(),
+    values: valuesFor(call),
     url: `/${service.typeName}/${method.name}`,
     finish() {
       live.calls.delete(controller);
@@ -123,7 +163,7 @@ export function addConnectService<S extends DescService>(
       requestStream: false,
       responseStream: method.methodKind === "server_streaming",
       requestSerialize: (m: unknown) => Buffer.from(toBinary(input, create(input, m as never))),
-      requestDeserialize: (b: Buffer) => fromBinary(input, b),
+      requestDeserialize: (b: Buffer) => decodeRequest(input, b),
       responseSerialize: (m: unknown) => Buffer.from(toBinary(output, create(output, m as never))),
       responseDeserialize: (b: Buffer) => fromBinary(output, b),
       originalName: method.localName,
@@ -131,6 +171,7 @@ export function addConnectService<S extends DescService>(
     const handler = (impl as unknown as Record<string, Handler>)[method.localName]!.bind(impl);
     if (method.methodKind === "unary") {
       handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        if (call.request instanceof Undecodable) return callback(statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
         Promise.resolve()
           .then(() => handler(call.request, ctx))
@@ -142,6 +183,7 @@ export function addConnectService<S extends DescService>(
       };
     } else {
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        if (call.request instanceof Undecodable) return void call.emit("error", statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
         void (async () => {
           try {

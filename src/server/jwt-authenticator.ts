@@ -27,10 +27,13 @@ export interface JwtAuthenticatorOptions {
   adminRole: string;
   /** How long a JWKS fetch may take. By default, 5 s. */
   jwksTimeoutMs?: number;
+  /** How long after a fetch a token with an unknown kid must wait to re-fetch the set. By default, 30 s. */
+  jwksCooldownMs?: number;
 }
 
 const MAX_TOKEN_LENGTH = 16 * 1024;
-const BEARER = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*\.[A-Za-z0-9\-_]*)$/;
+// The scheme name is case-insensitive (RFC 9110 §11.1).
+const BEARER = /^Bearer ([A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*\.[A-Za-z0-9\-_]*)$/i;
 
 function claimAt(payload: JWTPayload, path: string): unknown {
   let v: unknown = payload;
@@ -45,12 +48,27 @@ function unauthenticated(reason: string, message: string): BrokerError {
   return new BrokerError("UNAUTHENTICATED", reason, message);
 }
 
+/**
+ * Whether verification failed for want of the issuer's keys rather than for
+ * the token: jose throws JWKSTimeout for a slow issuer, fetch's TypeError for
+ * a refused connection, a plain JOSEError (ERR_JOSE_GENERIC) for a non-200 or
+ * non-JSON answer, and JWKSInvalid for a body that is no key set.
+ */
+function keysUnavailable(err: unknown): boolean {
+  return (
+    err instanceof joseErrors.JWKSTimeout ||
+    err instanceof joseErrors.JWKSInvalid ||
+    (err instanceof joseErrors.JOSEError && err.code === "ERR_JOSE_GENERIC") ||
+    (err instanceof Error && err.name === "TypeError")
+  );
+}
+
 /** Creates the JWT authenticator. */
 export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authenticator {
   const jwks = createRemoteJWKSet(new URL(options.jwksUrl), {
     timeoutDuration: options.jwksTimeoutMs ?? 5_000,
     // A token with an unknown kid re-fetches the set, at most every 30 s.
-    cooldownDuration: 30_000,
+    cooldownDuration: options.jwksCooldownMs ?? 30_000,
     cacheMaxAge: 10 * 60_000,
   });
   return async (headers): Promise<Principal> => {
@@ -69,7 +87,7 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
         requiredClaims: ["exp"],
       }));
     } catch (err) {
-      if (err instanceof joseErrors.JWKSTimeout || (err instanceof Error && err.name === "TypeError")) {
+      if (keysUnavailable(err)) {
         // The issuer's keys could not be fetched: not the caller's fault.
         throw new BrokerError("UNAVAILABLE", "JWKS_UNAVAILABLE", "the token issuer's keys cannot be fetched now", { cause: err });
       }

@@ -1,13 +1,180 @@
 /**
- * Per-principal limits applied as an interceptor: rate limits on Create and
- * Authorize, a cap on how long a call may run, and on Watch streams per
- * principal. (Filled in by the limits work; a passthrough until then.)
+ * Per-principal limits applied as an interceptor (after authentication, so
+ * the caller is known): rate limits on Create and Authorize, a cap on how
+ * long a unary call may run, and on Watch streams open per principal.
+ * Message size and HTTP/2 streams per connection are the listeners' job
+ * (create-server.ts).
  */
+import type { DescMethod } from "@bufbuild/protobuf";
+import type { HandlerContext } from "@connectrpc/connect";
 import type { Settings } from "../config/settings.js";
+import { BrokerError } from "../delegation/errors.js";
+import type { Principal } from "../delegation/model.js";
+import { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
 import type { Logger } from "../logging.js";
 import type { Interceptor } from "./interceptors.js";
+import { principalOf } from "./principal.js";
+import { RateLimiter } from "./rate-limiter.js";
+
+type AnyHandler = Parameters<Interceptor>[0];
+
+export interface LimitsOptions {
+  /** Milliseconds from a monotonic clock, for the rate limiters. By default, performance.now. */
+  clock?: () => number;
+  /** Most principals whose rate buckets are kept per method. By default, 100,000. */
+  maxTrackedPrincipals?: number;
+}
+
+/**
+ * Whom a limit counts against: the caller's DID; an agent (no DID) by its
+ * OAuth client; otherwise the admin or anonymous caller as one principal each.
+ */
+export function limitKey(p: Principal): string {
+  if (p.did !== "") return p.did;
+  if (p.clientId) return `client:${p.clientId}`;
+  return p.admin ? "admin" : "anonymous";
+}
 
 /** The limits interceptor for `settings.limits`. */
-export function limits(_settings: Settings["limits"], _log: Logger): Interceptor {
-  return (next) => next;
+export function limits(settings: Settings["limits"], log: Logger, options: LimitsOptions = {}): Interceptor {
+  const bucketOptions = { maxKeys: options.maxTrackedPrincipals ?? 100_000, ...(options.clock ? { clock: options.clock } : {}) };
+  // Burst = one period's allowance: a caller idle for a minute may create createPerMinute at once.
+  const rates = new Map<DescMethod, { limiter: RateLimiter; allowance: string }>([
+    [
+      DelegationService.method.createDelegation,
+      {
+        limiter: new RateLimiter({ ratePerSecond: settings.createPerMinute / 60, burst: settings.createPerMinute, ...bucketOptions }),
+        allowance: `${settings.createPerMinute} per minute`,
+      },
+    ],
+    [
+      DelegationService.method.authorizeCommand,
+      {
+        limiter: new RateLimiter({ ratePerSecond: settings.authorizePerSecond, burst: settings.authorizePerSecond, ...bucketOptions }),
+        allowance: `${settings.authorizePerSecond} per second`,
+      },
+    ],
+  ]);
+  const watches = new WatchCounter(settings.watchStreamsPerPrincipal);
+
+  return (next, method, streaming) => {
+    if (streaming) {
+      if (method !== DelegationService.method.watchDelegations) return next;
+      return async function* (req, ctx) {
+        const release = watches.acquire(limitKey(principalOf(ctx)));
+        try {
+          yield* next(req, ctx) as AsyncIterable<unknown>;
+        } finally {
+          // Runs however the stream ends: completion, error, client cancel
+          // (the transport returns the generator), or shutdown (the signal ends the watch).
+          release();
+        }
+      };
+    }
+    const rate = rates.get(method);
+    const capped = capDeadline(next, method.name, settings.maxDeadlineMs, log);
+    if (!rate) return capped;
+    return async (req, ctx) => {
+      const r = rate.limiter.take(limitKey(principalOf(ctx)));
+      if (!r.ok) {
+        throw new BrokerError(
+          "RESOURCE_EXHAUSTED",
+          "RATE_LIMITED",
+          `${method.name} is limited to ${rate.allowance} per caller; retry in ${(Math.ceil(r.retryAfterMs / 100) / 10).toFixed(1)} s`,
+          { metadata: { retry_after_ms: String(r.retryAfterMs) } },
+        );
+      }
+      return capped(req, ctx);
+    };
+  };
+}
+
+/** Counts open streams per principal; `acquire` refuses beyond the limit. */
+class WatchCounter {
+  // Only principals with an open stream have an entry.
+  private readonly open = new Map<string, number>();
+
+  constructor(private readonly limit: number) {}
+
+  /** Counts one more stream for `key`, or throws TOO_MANY_WATCHES; returns the release (idempotent). */
+  acquire(key: string): () => void {
+    const n = this.open.get(key) ?? 0;
+    if (n >= this.limit) {
+      throw new BrokerError(
+        "RESOURCE_EXHAUSTED",
+        "TOO_MANY_WATCHES",
+        `at most ${this.limit} WatchDelegations streams may be open per caller; close one first`,
+        { metadata: { limit: String(this.limit) } },
+      );
+    }
+    this.open.set(key, n + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.open.get(key) ?? 1) - 1;
+      if (left <= 0) this.open.delete(key);
+      else this.open.set(key, left);
+    };
+  }
+}
+
+/**
+ * Runs a unary handler under `maxMs` when the client asked for no deadline
+ * or a longer one. The transports abort ctx.signal only for the client's own
+ * deadline, and it cannot be aborted from here, so the handler gets a context
+ * whose signal and timeoutMs reflect the cap, and the call is raced against a
+ * timer: at the cap the caller gets DEADLINE_EXCEEDED at once, while work
+ * that does not watch the signal (the use cases take none today) runs to its
+ * end in the background, as it would after a client's own deadline. Creates
+ * are then compensated by their own failure paths or left as they finished,
+ * which a retry with the same request_id replays.
+ */
+function capDeadline(next: AnyHandler, rpc: string, maxMs: number, log: Logger): AnyHandler {
+  return async (req, ctx) => {
+    const clientMs = ctx.timeoutMs();
+    if (clientMs !== undefined && clientMs <= maxMs) return next(req, ctx);
+
+    const controller = new AbortController();
+    const follow = () => controller.abort(ctx.signal.reason);
+    if (ctx.signal.aborted) follow();
+    else ctx.signal.addEventListener("abort", follow, { once: true });
+    const capAt = Date.now() + maxMs;
+    // The transports' contexts are plain objects (or closures behind getters): a prototype copy shares them.
+    const cappedCtx: HandlerContext = Object.create(ctx, {
+      signal: { value: controller.signal },
+      timeoutMs: { value: () => Math.max(0, capAt - Date.now()) },
+    });
+
+    const start = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    let expired = false;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        expired = true;
+        const err = new BrokerError(
+          "DEADLINE_EXCEEDED",
+          "DEADLINE_CAPPED",
+          `${rpc} did not finish within the server's limit of ${maxMs / 1000} s; its outcome is unknown (retry a mutation with the same request_id)`,
+          { metadata: { max_deadline_ms: String(maxMs) } },
+        );
+        controller.abort(err);
+        reject(err);
+      }, maxMs);
+    });
+    const work = Promise.resolve().then(() => next(req, cappedCtx));
+    try {
+      return await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
+      ctx.signal.removeEventListener("abort", follow);
+      if (expired) {
+        // The caller has its answer; say how the abandoned work ended, for the operator.
+        work.then(
+          () => log.warn({ rpc, ms: Math.round(performance.now() - start) }, "call succeeded after its deadline cap; the caller was told DEADLINE_EXCEEDED"),
+          (err: unknown) => log.warn({ rpc, ms: Math.round(performance.now() - start), err }, "call failed after its deadline cap"),
+        );
+      }
+    }
+  };
 }

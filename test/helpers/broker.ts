@@ -54,6 +54,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     DATABASE_URL: db.url,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     WATCH_POLL_MS: "200",
+    // Suites create hundreds of delegations as one principal; the limits suite sets its own.
+    RATE_LIMIT_CREATE_PER_MINUTE: "1000000",
+    RATE_LIMIT_AUTHORIZE_PER_SECOND: "1000000",
     ...options.env,
   });
   const log = createLogger({ level: settings.logLevel });
