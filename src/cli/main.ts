@@ -16,6 +16,33 @@ commands:
 
 Configuration comes from the environment; see .env.example.`;
 
+/** A first call to try, in the form the authentication mode accepts. */
+function tryIt(mode: string, web: string): string {
+  const create = `${web}/llmbroker.v1.DelegationService/CreateDelegation`;
+  const body = `'{"delegatorAcId":"ac-alice-1","scope":{"capabilityCeiling":"CAP_READ","maxCommands":10}}'`;
+  if (mode === "dev") {
+    return `
+Try it (Connect protocol, plain curl):
+  curl -s ${create} \\
+    -H 'content-type: application/json' -H 'x-delegator-did: did:web:example.com/user/alice' \\
+    -d ${body}
+`;
+  }
+  if (mode === "jwt") {
+    return `
+Try it with an access token from your issuer (it must carry your DID claim):
+  curl -s ${create} \\
+    -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \\
+    -d ${body}
+`;
+  }
+  return `
+Try it with a client certificate issued by AUTH_TLS_CLIENT_CA_FILE:
+  curl -s --cacert server-ca.pem --cert client.pem --key client-key.pem ${create} \\
+    -H 'content-type: application/json' -d ${body}
+`;
+}
+
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] ?? "serve";
   if (command === "help" || command === "--help" || command === "-h") {
@@ -43,12 +70,8 @@ LLM Principal Broker is running
   health                   ${web}/healthz
   database                 ${settings.databaseUrl} (${broker.store.driver})
   registrar / GSAP / audit ${broker.drivers.registrar} / ${broker.drivers.gsap} / ${broker.drivers.audit}${settings.auditFailClosed ? " (fail-closed)" : ""}
-
-Try it (Connect protocol, plain curl):
-  curl -s http://${host}:${broker.webPort}/llmbroker.v1.DelegationService/CreateDelegation \\
-    -H 'content-type: application/json' -H 'x-delegator-did: did:web:example.com/user/alice' \\
-    -d '{"delegatorAcId":"ac-alice-1","scope":{"capabilityCeiling":"CAP_READ","maxCommands":10}}'
-`);
+  authentication           ${settings.authMode}
+${tryIt(settings.authMode, web)}`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once("SIGINT", stop);
