@@ -69,6 +69,7 @@ function ruleList(field: string, list: string[] | undefined): string[] | undefin
     if (e.length === 0 || e.length > MAX_RULE_LENGTH) {
       throw invalidArgument(`${field}[${i}]`, `must be 1 to ${MAX_RULE_LENGTH} characters`);
     }
+    if (/[\u0000-\u001f\u007f-\u009f]/.test(e)) throw invalidArgument(`${field}[${i}]`, "must not contain control characters");
     const w = words(e);
     if (w.length === 0) throw invalidArgument(`${field}[${i}]`, "must contain a word");
     const key = w.join(" ");

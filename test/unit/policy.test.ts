@@ -233,6 +233,12 @@ describe("resolveScope rule lists", () => {
         expectInvalid(() => resolve({ [key]: many }), field);
       });
 
+      it("rejects an entry with control characters (NUL, ESC, C1), naming its index", () => {
+        for (const bad of ["drop\u0000table", "drop\u001b[2J", "rm\u009b-rf"]) {
+          expectInvalid(() => resolve({ [key]: ["ok", bad] }), `${field}[1]`);
+        }
+      });
+
       it(`accepts an entry of ${MAX_RULE_LENGTH} characters and rejects a longer or empty one, naming its index`, () => {
         expect(resolve({ [key]: ["a".repeat(MAX_RULE_LENGTH)] })[key]).toEqual(["a".repeat(MAX_RULE_LENGTH)]);
         expectInvalid(() => resolve({ [key]: ["ok", "a".repeat(MAX_RULE_LENGTH + 1)] }), `${field}[1]`);
