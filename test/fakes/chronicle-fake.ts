@@ -10,7 +10,7 @@
  * (connections refused) and back up.
  */
 import { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { LoopbackFake } from "./loopback.js";
 
 export interface ChronicleDelivery {
   /** X-Forgejo-Delivery. */
@@ -26,7 +26,7 @@ type Fault = { kind: "status"; status: number; body: string } | { kind: "delay";
 
 export const WEBHOOK_PATH = "/webhook";
 
-export class ChronicleFake {
+export class ChronicleFake extends LoopbackFake {
   /** Every request that reached the server, accepted or not. */
   readonly attempts: { method: string; path: string; headers: IncomingHttpHeaders; text: string }[] = [];
   /** Every accepted delivery, duplicates included, in arrival order. */
@@ -36,12 +36,11 @@ export class ChronicleFake {
 
   private readonly unique = new Map<string, ChronicleDelivery>();
   private readonly faults: Fault[] = [];
-  private readonly pending = new Set<() => void>();
   private waiters: { ready: () => boolean; resolve: () => void }[] = [];
-  private port = 0;
-  private listening = false;
 
-  private constructor(private readonly server: Server) {}
+  private constructor(server: Server) {
+    super(server);
+  }
 
   /** Starts a fake on an ephemeral loopback port. */
   static async start(): Promise<ChronicleFake> {
@@ -87,34 +86,8 @@ export class ChronicleFake {
     return new Promise((resolve) => this.waiters.push({ ready, resolve }));
   }
 
-  /** Stops listening and drops open connections: connections are refused until up(). */
-  async down(): Promise<void> {
-    if (!this.listening) return;
-    this.listening = false;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
-  }
 
-  /** Listens again, on the same port once it has one. */
-  async up(): Promise<void> {
-    if (this.listening) return;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(this.port, "127.0.0.1", () => {
-        this.server.off("error", reject);
-        resolve();
-      });
-    });
-    this.port = (this.server.address() as AddressInfo).port;
-    this.listening = true;
-  }
 
-  async close(): Promise<void> {
-    for (const cancel of this.pending) cancel();
-    this.pending.clear();
-    await this.down();
-  }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
@@ -129,18 +102,8 @@ export class ChronicleFake {
       return;
     }
     if (fault?.kind === "delay") {
-      const finished = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => {
-          this.pending.delete(cancel);
-          resolve(true);
-        }, fault.ms);
-        const cancel = () => {
-          clearTimeout(timer);
-          resolve(false);
-        };
-        this.pending.add(cancel);
-      });
-      if (!finished) return;
+      await this.sleep(fault.ms);
+      if (!this.listening) return;
     }
 
     if (req.method !== "POST" || req.url !== WEBHOOK_PATH) return reply(res, 404, "not found");

@@ -13,7 +13,7 @@
  * and read every request the fake saw.
  */
 import { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { LoopbackFake } from "./loopback.js";
 
 export interface FakeGsapContext {
   contextId: string;
@@ -68,7 +68,7 @@ export interface GsapFakeOptions {
 
 const AUTHORIZE = "/governance/authorize/";
 
-export class GsapFake {
+export class GsapFake extends LoopbackFake {
   /** Every request that reached the server, in arrival order. */
   readonly requests: RecordedRequest[] = [];
   /** Contexts by id: those a test set, and those the fake issued. */
@@ -83,16 +83,14 @@ export class GsapFake {
   faultMethod: "GET" | "POST" | undefined;
   private readonly order: string[];
   /** Cancels the delays in progress (close() ends them). */
-  private readonly pending = new Set<() => void>();
   private next = 1;
-  private port = 0;
-  private listening = false;
 
   private constructor(
-    private readonly server: Server,
+    server: Server,
     private readonly token: string,
     order: string[] | undefined,
   ) {
+    super(server);
     this.order = order ?? ["CAP_READ", "CAP_MUTATE", "CAP_ADMIN"];
   }
 
@@ -140,48 +138,9 @@ export class GsapFake {
     for (let i = 0; i < n; i++) this.faults.push({ kind: "malformed", which });
   }
 
-  /** Stops listening and drops open connections: connections are refused until up(). */
-  async down(): Promise<void> {
-    if (!this.listening) return;
-    this.listening = false;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
-  }
 
-  /** Listens again, on the same port once it has one. */
-  async up(): Promise<void> {
-    if (this.listening) return;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(this.port, "127.0.0.1", () => {
-        this.server.off("error", reject);
-        resolve();
-      });
-    });
-    this.port = (this.server.address() as AddressInfo).port;
-    this.listening = true;
-  }
 
-  async close(): Promise<void> {
-    for (const cancel of this.pending) cancel();
-    this.pending.clear();
-    await this.down();
-  }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(cancel);
-        resolve();
-      }, ms);
-      const cancel = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.pending.add(cancel);
-    });
-  }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];

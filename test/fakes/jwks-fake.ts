@@ -9,8 +9,8 @@
  */
 import { createHmac, randomUUID } from "node:crypto";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { type CryptoKey, type JWK, type JWTPayload, SignJWT, exportJWK, exportSPKI, generateKeyPair } from "jose";
+import { LoopbackFake } from "./loopback.js";
 
 /** An asymmetric signing key and its public half as published. */
 export interface SigningKey {
@@ -105,7 +105,7 @@ const REALM_PATH = "/realms/test";
 const CERTS_PATH = `${REALM_PATH}/protocol/openid-connect/certs`;
 
 /** The issuer: its JWKS endpoint and its tokens. */
-export class JwksFake {
+export class JwksFake extends LoopbackFake {
   /** Keys published in the JWKS, oldest first. */
   readonly keys: SigningKey[] = [];
   /** Requests for the JWKS that reached the server. */
@@ -118,15 +118,13 @@ export class JwksFake {
   malformedBody: string | undefined;
   readonly audience: string;
 
-  private readonly pending = new Set<() => void>();
-  private port = 0;
-  private listening = false;
 
   private constructor(
-    private readonly server: Server,
+    server: Server,
     private readonly alg: string,
     audience: string,
   ) {
+    super(server);
     this.audience = audience;
   }
 
@@ -195,48 +193,9 @@ export class JwksFake {
     return tokenClaims(this, options);
   }
 
-  /** Stops listening and drops open connections: fetches are refused until up(). */
-  async down(): Promise<void> {
-    if (!this.listening) return;
-    this.listening = false;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeAllConnections();
-    await closed;
-  }
 
-  /** Listens again, on the same port once it has one. */
-  async up(): Promise<void> {
-    if (this.listening) return;
-    await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(this.port, "127.0.0.1", () => {
-        this.server.off("error", reject);
-        resolve();
-      });
-    });
-    this.port = (this.server.address() as AddressInfo).port;
-    this.listening = true;
-  }
 
-  async close(): Promise<void> {
-    for (const cancel of this.pending) cancel();
-    this.pending.clear();
-    await this.down();
-  }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(cancel);
-        resolve();
-      }, ms);
-      const cancel = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      this.pending.add(cancel);
-    });
-  }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== "GET" || req.url !== CERTS_PATH) {
