@@ -1,28 +1,37 @@
 /**
- * The composition root: builds the store, drivers, use cases, background
- * loops and listeners from settings, and tears them down in order.
+ * The composition root: builds the store, drivers, use cases, the log
+ * follower with its consumers (watch hub, background loops) and the
+ * listeners from settings, and tears them down in order.
+ *
+ * Start-up does nothing slow before the ports are bound: expiring what fell
+ * due while the broker was down, finishing interrupted creates and pruning
+ * all run in the background loops once it listens.
  */
+import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { type Background, createBackground } from "./background.js";
 import type { AuditSink } from "./clients/chronicle/chronicle-client.js";
 import { eventContentId } from "./clients/chronicle/chronicle-event.js";
 import { createAuditSink } from "./clients/chronicle/factory.js";
 import { createGsap } from "./clients/gsap/factory.js";
 import type { GsapClient } from "./clients/gsap/gsap-client.js";
 import type { Settings } from "./config/settings.js";
-import { DelegationManager } from "./delegation/manager.js";
-import { AuditOutbox } from "./events/audit-outbox.js";
+import { type UseCases, createUseCases } from "./delegation/use-cases.js";
+import type { EffectKind } from "./domain/index.js";
+import { LogFollower } from "./events/log-follower.js";
+import { InProcessNotifier, type RevisionNotifier } from "./events/notifier.js";
+import { NOTIFY_CHANNEL, PgNotifier } from "./events/pg-notifier.js";
 import { WatchHub } from "./events/watch-hub.js";
 import { DelegationService } from "./gen/llmbroker/v1/delegation_service_pb.js";
 import { type Logger, createLogger } from "./logging.js";
 import type { AgentRegistrar } from "./registrars/registrar.js";
 import { createRegistrar } from "./registrars/factory.js";
-import { ExpiryScheduler } from "./scheduler/expiry-scheduler.js";
-import { Loop } from "./scheduler/loop.js";
+import { createAuthenticator } from "./server/authenticator.js";
+import { type RunningServer, startServer } from "./server/create-server.js";
 import { createDelegationService } from "./server/delegation-service.js";
 import { authentication, errorMapping, intercept, logging } from "./server/interceptors.js";
-import { createAuthenticator } from "./server/authenticator.js";
 import { limits } from "./server/limits.js";
-import { type RunningServer, startServer } from "./server/create-server.js";
+import { parseDatabaseUrl } from "./store/database-url.js";
 import { openStore } from "./store/open-store.js";
 import type { DelegationStore } from "./store/store.js";
 
@@ -34,18 +43,21 @@ export interface BrokerOverrides {
   audit?: AuditSink;
   log?: Logger;
   clock?: () => number;
+  /** Told when a consequence of an ending is done, with the time since the ending (benchmarks). */
+  onEffectDone?: (kind: EffectKind, latencyMs: number) => void;
+  /** Told how late each expiry was (benchmarks). */
+  onExpired?: (lateMs: number) => void;
 }
 
 export interface Broker {
   grpcPort: number;
   webPort: number;
-  manager: DelegationManager;
+  useCases: UseCases;
   hub: WatchHub;
+  follower: LogFollower;
+  notifier: RevisionNotifier;
   store: DelegationStore;
-  expiry: ExpiryScheduler;
-  cleanup: Loop;
-  maintenance: Loop;
-  outbox: AuditOutbox;
+  background: Background;
   /** The drivers in use, as selected (auto resolved). */
   drivers: { registrar: string; gsap: string; audit: string };
   stop(): Promise<void>;
@@ -57,70 +69,68 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
   const registrar = overrides.registrar ?? createRegistrar(settings, log);
   const gsap = overrides.gsap ?? createGsap(settings, log);
   const sink = overrides.audit ?? createAuditSink(settings, log);
-  const store = overrides.store ?? (await openStore(settings.databaseUrl, { contentId: eventContentId }));
+  const postgres = parseDatabaseUrl(settings.databaseUrl).provider === "postgresql";
+  const store =
+    overrides.store ??
+    (await openStore(settings.databaseUrl, { contentId: eventContentId, ...(postgres ? { notifyChannel: NOTIFY_CHANNEL } : {}) }));
   const clock = overrides.clock ?? Date.now;
-  const outbox = new AuditOutbox(store, sink, { log, clock });
+  const holder = randomUUID();
 
-  const hub = new WatchHub(store, {
-    pollMs: settings.watchPollMs,
+  const notifier: RevisionNotifier =
+    postgres && !overrides.store
+      ? new PgNotifier({ url: settings.databaseUrl, source: store, log })
+      : new InProcessNotifier(store);
+  const follower = new LogFollower(store, notifier, { pollMs: settings.watchPollMs, clock, log });
+  const hub = new WatchHub(store, follower, {
     bufferLimit: settings.watchBufferEvents,
     checkpointMs: settings.watchCheckpointMs,
+    clock,
     log,
   });
-  await hub.start();
 
-  let expiry: ExpiryScheduler | undefined;
-  let cleanup: Loop | undefined;
-  const manager = new DelegationManager({
+  const useCases = createUseCases(
+    {
+      store,
+      registrar,
+      gsap,
+      settings,
+      log,
+      clock,
+      audit: {
+        failClosed: settings.auditFailClosed,
+        timeoutMs: settings.auditFailClosedTimeoutMs,
+        ready: () => background.outbox.ready(settings.auditFailClosedTimeoutMs),
+        waitDelivered: (revision, ms) => background.outbox.waitDelivered(revision, ms),
+      },
+    },
+    overrides.onExpired ? { onExpired: overrides.onExpired } : {},
+  );
+  const background: Background = createBackground({
     store,
+    useCases,
     registrar,
     gsap,
-    settings,
+    sink,
+    follower,
+    holder,
     log,
     clock,
-    hooks: {
-      expiryScheduled: (t) => expiry?.notify(t),
-      cleanupNeeded: () => void cleanup?.kick(),
-    },
-    audit: {
-      failClosed: settings.auditFailClosed,
-      timeoutMs: settings.auditFailClosedTimeoutMs,
-      ready: () => outbox.ready(settings.auditFailClosedTimeoutMs),
-      waitDelivered: (revision, ms) => outbox.waitDelivered(revision, ms),
-    },
-  });
-  expiry = new ExpiryScheduler(manager, { clock, log });
-  cleanup = new Loop({ name: "idp-cleanup", task: () => manager.cleanupIdentities(), intervalMs: 30_000, log });
-  // The reconciler: interrupted creates, orphaned identities, and housekeeping.
-  const maintenance = new Loop({
-    name: "reconciler",
-    intervalMs: settings.reconcileIntervalMs,
-    log,
-    task: async () => {
-      const failed = await manager.reconcileStale();
-      const orphans = await manager.sweepOrphans();
-      await manager.pruneIdempotency();
-      await store.pruneEvents(clock() - settings.eventRetentionMs);
-      return failed + orphans;
-    },
+    reconcileIntervalMs: settings.reconcileIntervalMs,
+    ...(overrides.onEffectDone ? { onEffectDone: overrides.onEffectDone } : {}),
   });
 
-  // Finish what a previous run left: interrupted creates, overdue expiries,
-  // pending deletions, undelivered audit events.
-  await manager.reconcileStale();
-  outbox.start();
-  await expiry.start();
-  cleanup.start();
-  maintenance.start();
-
-  const impl = intercept(DelegationService, createDelegationService({ manager, hub }), [
+  const impl = intercept(DelegationService, createDelegationService({ useCases, hub }), [
     errorMapping(log), // outermost: every failure below leaves as a safe ConnectError
     logging(log), // one debug line per call, with the code
     authentication(createAuthenticator(settings)), // the caller, for the limits, the handlers and the use cases
     limits(settings.limits, log), // per-principal rates, deadlines, watch streams
   ]);
-  let server: RunningServer;
+
+  let server: RunningServer | undefined;
   try {
+    await notifier.start();
+    await follower.start();
+    hub.start();
     server = await startServer(impl, {
       host: settings.host,
       grpcPort: settings.grpcPort,
@@ -138,40 +148,60 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
           }
         : {}),
       routes: {
-        "/healthz": async () => ({
-          status: "ok",
-          revision: (await store.headRevision()).toString(),
-          watchers: hub.subscriberCount,
-          driver: store.driver,
-          registrar: registrar.backend,
-          gsap: gsap.mode,
-          audit: { driver: sink.mode, failClosed: settings.auditFailClosed, ...(await outbox.health()) },
-        }),
+        "/healthz": async () => {
+          const [revision, audit, work] = await Promise.all([store.headRevision(), background.outbox.health(), background.health()]);
+          return {
+            status: "ok",
+            revision: revision.toString(),
+            watchers: hub.subscriberCount,
+            driver: store.driver,
+            notifier: notifier.kind,
+            registrar: registrar.backend,
+            gsap: gsap.mode,
+            audit: { driver: sink.mode, failClosed: settings.auditFailClosed, ...audit },
+            consequences: work.consequences,
+            loops: work.loops,
+          };
+        },
       },
     });
   } catch (err) {
-    await Promise.all([expiry.stop(), cleanup.stop(), maintenance.stop(), hub.stop(), outbox.stop()]);
+    await hub.close();
+    await follower.stop();
+    await notifier.close();
     await store.close();
     throw err;
   }
+  // Listening: now the background catches up with whatever the last run left.
+  background.start();
   log.info({ grpcPort: server.grpcPort, webPort: server.webPort, driver: store.driver, registrar: registrar.backend }, "broker started");
 
+  const running = server;
+  let stopping: Promise<void> | undefined;
+  const stop = async () => {
+    // Streams first, with UNAVAILABLE and the revision to resume from; then the listeners.
+    await hub.close();
+    await running.close();
+    await background.stop();
+    await follower.stop();
+    await notifier.close();
+    await Promise.all([registrar.close(), gsap.close(), sink.close()]);
+    await store.close();
+  };
   return {
-    grpcPort: server.grpcPort,
-    webPort: server.webPort,
-    manager,
+    grpcPort: running.grpcPort,
+    webPort: running.webPort,
+    useCases,
     hub,
+    follower,
+    notifier,
     store,
-    expiry,
-    cleanup,
-    maintenance,
-    outbox,
+    background,
     drivers: { registrar: registrar.backend, gsap: gsap.mode, audit: sink.mode },
-    async stop() {
-      await server.close();
-      await Promise.all([expiry!.stop(), cleanup!.stop(), maintenance.stop(), hub.stop(), outbox.stop()]);
-      await Promise.all([registrar.close(), gsap.close(), sink.close()]);
-      await store.close();
+    /** Stops everything, in order; calling it again waits for the same stop. */
+    stop() {
+      stopping ??= stop();
+      return stopping;
     },
   };
 }

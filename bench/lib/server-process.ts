@@ -24,6 +24,10 @@ export interface ServerProcess {
    * meaningful when other processes compete for the cores, unlike req/s.
    */
   cpuSeconds(): number | undefined;
+  /** Sends `message` and resolves with the child's next message of type `reply`. */
+  ask<T>(message: { type: string }, reply: string, timeoutMs?: number): Promise<T>;
+  /** Sends a message that needs no answer. */
+  tell(message: { type: string }): void;
   /** Asks the child to shut down cleanly; kills it if it has not exited after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -33,6 +37,8 @@ export interface StartOptions {
   /** Write a V8 CPU profile of the child into this directory when it exits. */
   cpuProfileDir?: string;
   startTimeoutMs?: number;
+  /** Extra Node flags, e.g. --expose-gc. */
+  nodeArgs?: string[];
 }
 
 const running = new Set<ChildProcess>();
@@ -68,7 +74,7 @@ export function killAllServers(): void {
 /** Starts `entry` (relative to bench/servers/) and waits for its ready message. */
 export async function startServerProcess(entry: string, options: StartOptions = {}): Promise<ServerProcess> {
   const file = fileURLToPath(new URL(`../servers/${entry}`, import.meta.url));
-  const nodeArgs = ["--import", "tsx"];
+  const nodeArgs = ["--import", "tsx", ...(options.nodeArgs ?? [])];
   if (options.cpuProfileDir) {
     mkdirSync(options.cpuProfileDir, { recursive: true });
     nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${options.cpuProfileDir}`);
@@ -102,6 +108,25 @@ export async function startServerProcess(entry: string, options: StartOptions = 
     ready,
     pid: child.pid!,
     cpuSeconds: () => procCpuSeconds(child.pid!),
+    ask<T>(message: { type: string }, reply: string, timeoutMs = 30_000) {
+      return new Promise<T>((resolve, reject) => {
+        const onMessage = (m: unknown) => {
+          if ((m as { type?: string } | null)?.type !== reply) return;
+          clearTimeout(timer);
+          child.off("message", onMessage);
+          resolve(m as T);
+        };
+        const timer = setTimeout(() => {
+          child.off("message", onMessage);
+          reject(new Error(`no ${reply} from the server within ${timeoutMs} ms`));
+        }, timeoutMs);
+        child.on("message", onMessage);
+        child.send(message);
+      });
+    },
+    tell(message: { type: string }) {
+      child.send(message);
+    },
     async stop(graceMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.send({ type: "stop" });

@@ -3,10 +3,15 @@
  * settings from the environment), on the embedded default: a SQLite file in
  * a temp dir, the stub registrar, dev GSAP and dev auth. The command budget
  * cap is raised so AuthorizeCommand can stay on its ALLOW path for a whole run.
+ *
+ * Over IPC it also answers {type: "stats"} with its event-loop delay since the
+ * last {type: "stats-reset"}, its memory (after a GC when run with
+ * --expose-gc) and the latencies of consequences and expiries it observed.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { startBroker } from "../../src/app.js";
 import { loadSettings } from "../../src/config/settings.js";
 import { BENCH_MAX_COMMANDS } from "../lib/load.js";
@@ -15,13 +20,13 @@ import { serveUntilStopped } from "../lib/server-process.js";
 const dir = mkdtempSync(join(tmpdir(), "lpb-bench-"));
 const settings = loadSettings({
   // Anything else the caller exported (WATCH_POLL_MS, ...) applies, as it would to `npm start`.
+  AGENT_REGISTRAR: "stub",
+  GSAP_DRIVER: "dev",
   ...process.env,
   LLM_BROKER_HOST: "127.0.0.1",
   LLM_BROKER_PORT: "0",
   LLM_BROKER_WEB_PORT: "0",
   DATABASE_URL: process.env.BENCH_DATABASE_URL ?? `file:${join(dir, "broker.db")}`,
-  AGENT_REGISTRAR: "stub",
-  GSAP_DRIVER: "dev",
   AUTH_MODE: "dev",
   MAX_COMMANDS_CAP: String(BENCH_MAX_COMMANDS),
   // Throughput, not throttling, is measured: one principal sends everything.
@@ -30,10 +35,42 @@ const settings = loadSettings({
   LOG_LEVEL: process.env.BENCH_BROKER_LOG_LEVEL ?? "warn",
 });
 
-const broker = await startBroker(settings).catch((err: unknown) => {
+const delay = monitorEventLoopDelay({ resolution: 5 });
+delay.enable();
+const effectLatencies: Record<string, number[]> = { idp_delete: [], gsap_revoke: [] };
+const expiryLateness: number[] = [];
+const startedAt = performance.now();
+
+const broker = await startBroker(settings, {
+  onEffectDone: (kind, ms) => effectLatencies[kind]!.push(ms),
+  onExpired: (ms) => expiryLateness.push(ms),
+}).catch((err: unknown) => {
   rmSync(dir, { recursive: true, force: true });
   throw err;
 });
+const listeningAfterMs = performance.now() - startedAt;
+
+process.on("message", (m: unknown) => {
+  const type = (m as { type?: string } | null)?.type;
+  if (type === "stats-reset") {
+    delay.reset();
+    for (const k of Object.keys(effectLatencies)) effectLatencies[k] = [];
+    expiryLateness.length = 0;
+  } else if (type === "stats") {
+    (globalThis as { gc?: () => void }).gc?.();
+    const mem = process.memoryUsage();
+    process.send!({
+      type: "stats",
+      listeningAfterMs,
+      eventLoopDelayMs: { max: delay.max / 1e6, p99: delay.percentile(99) / 1e6, mean: delay.mean / 1e6 },
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, arrayBuffers: mem.arrayBuffers },
+      effectLatencies,
+      expiryLateness,
+      watchers: broker.hub.subscriberCount,
+    });
+  }
+});
+
 serveUntilStopped({ type: "ready", grpcPort: broker.grpcPort, webPort: broker.webPort }, async () => {
   await broker.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -38,7 +38,13 @@ export interface Settings {
     /** Also delete applications permanently from deleted items. */
     purgeDeleted: boolean;
   };
-  gsap: { url: string; bearerToken: string; corpusEntryCid: string };
+  gsap: {
+    url: string;
+    bearerToken: string;
+    corpusEntryCid: string;
+    /** Where a delegated context is revoked (relative to url; {context_id} is replaced). */
+    revokePath: string;
+  };
   chronicle: { webhookUrl: string };
   /** Refuse to grant authority that cannot be audited (see README). */
   auditFailClosed: boolean;
@@ -173,6 +179,15 @@ function httpUrl(env: Env, key: string, def: string): string {
   return v;
 }
 
+/** GSAP_REVOKE_PATH: a path template with {context_id} exactly once. */
+function revokePath(env: Env): string {
+  const v = str(env, "GSAP_REVOKE_PATH", "/governance/authorize/{context_id}/revoke/");
+  if (!v.startsWith("/") || v.split("{context_id}").length !== 2 || /[?#\s]/.test(v)) {
+    throw new SettingsError(`GSAP_REVOKE_PATH must be a path starting with / that contains {context_id} once, got "${v}"`);
+  }
+  return v;
+}
+
 function databaseUrl(env: Env): string {
   const url = str(env, "DATABASE_URL", "file:./data/llm-broker.db");
   if (!/^(file:.+|postgres(ql)?:\/\/.+)$/.test(url)) {
@@ -246,6 +261,7 @@ export function loadSettings(env: Env = process.env): Settings {
       url: httpUrl(env, "GSAP_BROKER_URL", "http://localhost:8000"),
       bearerToken: str(env, "GSAP_BEARER_TOKEN", ""),
       corpusEntryCid: str(env, "GSAP_CORPUS_ENTRY_CID", "sha256:dev-jumphost"),
+      revokePath: revokePath(env),
     },
     chronicle: { webhookUrl: str(env, "CHRONICLE_WEBHOOK_URL", "") },
     auditFailClosed: bool(env, "AUDIT_FAIL_CLOSED", false),

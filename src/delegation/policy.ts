@@ -2,7 +2,7 @@
  * The delegation policy: defaults, caps and the capability ceiling. Pure
  * functions over settings, so the rules are tested without a server.
  */
-import { BrokerError, invalidArgument } from "./errors.js";
+import { BrokerError, invalidArgument } from "../domain/index.js";
 import { words } from "./command-matcher.js";
 
 export interface PolicySettings {

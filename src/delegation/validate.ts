@@ -2,7 +2,7 @@
  * Field validation for request inputs. Each check names the field in its
  * INVALID_ARGUMENT and returns the value to use.
  */
-import { invalidArgument } from "./errors.js";
+import { invalidArgument } from "../domain/index.js";
 
 // Printable ASCII without quotes, backslash or whitespace: safe in logs, URLs and IdP attributes.
 const IDENT = /^[A-Za-z0-9][A-Za-z0-9._:@\/+=-]*$/;

@@ -1,32 +1,25 @@
 /**
  * Delivers the event log to the audit sink (Chronicle) at least once, in
- * revision order, with delivery state kept in the store: a Chronicle outage
- * or a broker restart loses nothing, it only grows the backlog.
+ * revision order, following it with a cursor (attempts, errors and refusals
+ * are recorded on the events): a Chronicle outage or a broker restart loses
+ * nothing, it only grows the backlog.
  *
  * Delivery is strictly sequential: an event is attempted only after every
  * earlier one was delivered (or refused for good), so one delegation's events
- * never overtake each other. One replica delivers at a time (a lease in the
- * store); the others wait and take over if it dies.
+ * never overtake each other. It runs as a task of the Loop primitive, with a
+ * lease so one replica delivers at a time; the others take over if it dies.
  */
-import { randomUUID } from "node:crypto";
 import type { AuditSink } from "../clients/chronicle/chronicle-client.js";
-import { BrokerError } from "../delegation/errors.js";
+import { isRetryable } from "../domain/index.js";
 import type { Logger } from "../logging.js";
-import type { AuditBacklog, DelegationStore } from "../store/store.js";
+import type { Loop, LoopResult } from "../scheduler/loop.js";
+import type { AuditBacklog, AuditOutboxStore } from "../store/store.js";
 
 export interface AuditOutboxOptions {
   log?: Logger;
   clock?: () => number;
-  /** Events read per batch. By default, 100. */
+  /** Events read per batch. By default, 200. */
   batchSize?: number;
-  /** Lease length; renewed every batch. By default, 15 s. */
-  leaseMs?: number;
-  /** Wait after the first failure; doubles up to maxBackoffMs. By default, 500 ms. */
-  minBackoffMs?: number;
-  /** By default, 30 s. */
-  maxBackoffMs?: number;
-  /** Also look for work this often (other replicas' events, lease takeover). By default, 2 s. */
-  pollMs?: number;
 }
 
 export interface AuditHealth extends AuditBacklog {
@@ -36,109 +29,61 @@ export interface AuditHealth extends AuditBacklog {
   lastDeliveryTime: number | null;
 }
 
-const LEASE = "audit-outbox";
+/** Raised by a run that stopped at an event the sink did not take: the loop backs off. */
+export class AuditDeliveryFailed extends Error {
+  override name = "AuditDeliveryFailed";
+}
 
 export class AuditOutbox {
-  private readonly holder = randomUUID();
   private readonly clock: () => number;
   private readonly batchSize: number;
-  private readonly leaseMs: number;
-  private readonly minBackoffMs: number;
-  private readonly maxBackoffMs: number;
-  private readonly pollMs: number;
-  private running: Promise<number> | undefined;
-  private again = false;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = true;
   private failures = 0;
   private lastError = "";
   private lastDeliveryTime: number | null = null;
   private deliveredThrough = 0n;
   private readonly waiters = new Set<{ revision: bigint; resolve: (ok: boolean) => void }>();
-  private unsubscribe: (() => void) | undefined;
+  private loop: Loop | undefined;
 
   constructor(
-    private readonly store: DelegationStore,
+    private readonly store: AuditOutboxStore,
     private readonly sink: AuditSink,
     private readonly options: AuditOutboxOptions = {},
   ) {
     this.clock = options.clock ?? Date.now;
-    this.batchSize = options.batchSize ?? 100;
-    this.leaseMs = options.leaseMs ?? 15_000;
-    this.minBackoffMs = options.minBackoffMs ?? 500;
-    this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
-    this.pollMs = options.pollMs ?? 2_000;
+    this.batchSize = options.batchSize ?? 200;
   }
 
-  /** Delivers the backlog left by earlier runs, then follows new commits. */
-  start(): void {
-    this.stopped = false;
-    this.unsubscribe = this.store.onCommit(() => this.kick());
-    this.kick();
+  /** The loop that runs `deliver`, so waiters can wake it. */
+  attach(loop: Loop): void {
+    this.loop = loop;
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.unsubscribe?.();
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+  /** Resolves every waiter with false (shutdown). */
+  release(): void {
     for (const w of this.waiters) w.resolve(false);
     this.waiters.clear();
-    await this.store.releaseLease(LEASE, this.holder).catch(() => undefined);
-  }
-
-  /** Starts a delivery run now, or marks the current one to go again. */
-  kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    void this.runOnce()
-      .catch(() => 0)
-      .then(() => this.schedule());
-  }
-
-  private schedule(): void {
-    if (this.stopped) return;
-    if (this.again) {
-      this.again = false;
-      this.kick();
-      return;
-    }
-    const delay = this.failures === 0 ? this.pollMs : Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** Math.min(this.failures - 1, 16));
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.kick(), delay);
-    this.timer.unref();
   }
 
   /**
-   * Delivers pending events in order until none is left or one fails.
-   * Returns how many were delivered. Tests call this directly.
+   * Delivers one batch of pending events in order, stopping at the first that
+   * fails (it stays pending; the run throws so the loop backs off). A refusal
+   * for good (a 4xx) is recorded as rejected and delivery goes on: holding the
+   * line would stop all auditing behind one event.
    */
-  runOnce(): Promise<number> {
-    this.running ??= this.deliver().finally(() => {
-      this.running = undefined;
-    });
-    return this.running;
-  }
-
-  private async deliver(): Promise<number> {
+  async deliver(): Promise<LoopResult> {
+    const batch = await this.store.pendingAudit(this.batchSize);
+    let through: bigint | undefined;
     let delivered = 0;
-    for (;;) {
-      if (!(await this.store.acquireLease(LEASE, this.holder, this.clock(), this.leaseMs))) return delivered;
-      const batch = await this.store.pendingAudit(this.batchSize);
+    try {
       for (const { event } of batch) {
-        const cid = event.chronicleCid;
         try {
-          await this.sink.deliver(event, cid);
+          await this.sink.deliver(event, event.chronicleCid);
         } catch (err) {
           const message = err instanceof Error ? err.message : String(err);
-          if (err instanceof BrokerError && err.code === "FAILED_PRECONDITION") {
-            // Refused for good (a 4xx): holding the line would stop all auditing behind one event.
+          if (!isRetryable(err)) {
             await this.store.markAuditRejected(event.revision, message, this.clock());
             this.options.log?.error({ revision: event.revision.toString(), err }, "audit sink refused an event; it will not be retried");
+            through = event.revision;
             this.advance(event.revision);
             continue;
           }
@@ -146,17 +91,22 @@ export class AuditOutbox {
           this.lastError = message;
           await this.store.markAuditFailed(event.revision, message).catch(() => undefined);
           this.options.log?.warn({ revision: event.revision.toString(), failures: this.failures, err }, "audit delivery failed; will retry");
-          throw err;
+          throw new AuditDeliveryFailed(message);
         }
-        await this.store.markAudited(event.revision, this.clock());
+        through = event.revision;
+        delivered++;
         this.failures = 0;
         this.lastError = "";
         this.lastDeliveryTime = this.clock();
-        this.advance(event.revision);
-        delivered++;
       }
-      if (batch.length < this.batchSize) return delivered;
+    } finally {
+      // What was delivered is recorded (the cursor moves) even when the batch stopped early.
+      if (through !== undefined) {
+        await this.store.markAudited(through, this.clock());
+        this.advance(through);
+      }
     }
+    return { done: delivered, more: batch.length === this.batchSize };
   }
 
   private advance(revision: bigint): void {
@@ -176,27 +126,29 @@ export class AuditOutbox {
    */
   async waitDelivered(revision: bigint, timeoutMs: number): Promise<boolean> {
     const until = Date.now() + timeoutMs;
+    let timer: NodeJS.Timeout | undefined;
     const local = new Promise<boolean>((resolve) => {
       if (revision <= this.deliveredThrough) return resolve(true);
       const waiter = { revision, resolve };
       this.waiters.add(waiter);
-      setTimeout(() => {
+      timer = setTimeout(() => {
         this.waiters.delete(waiter);
         resolve(false);
-      }, timeoutMs).unref();
+      }, timeoutMs);
+      timer.unref();
     });
-    this.kick();
+    this.loop?.kick();
     let settled = false;
     const remote = (async () => {
       while (!settled && Date.now() < until) {
-        const [first] = await this.store.pendingAudit(1);
-        if (!first || first.event.revision > revision) return true;
+        if ((await this.store.auditCursor()) >= revision) return true;
         await new Promise((r) => setTimeout(r, 100));
       }
       return false;
     })();
     const ok = await Promise.race([local, remote]);
     settled = true;
+    clearTimeout(timer);
     return ok || (await remote);
   }
 
@@ -210,7 +162,8 @@ export class AuditOutbox {
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
     });
-    await Promise.race([this.runOnce().catch(() => 0), timeout]);
+    const attempt = this.loop ? this.loop.runOnce().catch(() => undefined) : this.deliver().catch(() => undefined);
+    await Promise.race([attempt, timeout]);
     clearTimeout(timer);
     return this.failures === 0;
   }

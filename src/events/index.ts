@@ -1,4 +1,11 @@
-export { WatchHub } from "./watch-hub.js";
-export type { WatchHubOptions, WatchItem } from "./watch-hub.js";
 export { AuditOutbox } from "./audit-outbox.js";
 export type { AuditHealth, AuditOutboxOptions } from "./audit-outbox.js";
+export { effectWorker, mapLimit } from "./effects.js";
+export type { EffectHandler, EffectWorkerOptions } from "./effects.js";
+export { LogFollower } from "./log-follower.js";
+export type { LogConsumer, LogFollowerOptions } from "./log-follower.js";
+export { InProcessNotifier } from "./notifier.js";
+export type { RevisionListener, RevisionNotifier } from "./notifier.js";
+export { NOTIFY_CHANNEL, PgNotifier } from "./pg-notifier.js";
+export { WatchHub } from "./watch-hub.js";
+export type { WatchHubOptions, WatchItem } from "./watch-hub.js";

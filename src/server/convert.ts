@@ -18,7 +18,7 @@ import {
   type WatchDelegationsResponse,
   WatchDelegationsResponseSchema,
 } from "../gen/llmbroker/v1/delegation_pb.js";
-import { invalidArgument } from "../delegation/errors.js";
+import { invalidArgument } from "../domain/index.js";
 import type {
   AuthorizeResult,
   CreateResult,
@@ -26,8 +26,8 @@ import type {
   Delegation,
   DelegationState,
   EventType,
-} from "../delegation/model.js";
-import { commandsRemaining } from "../delegation/model.js";
+} from "../domain/index.js";
+import { commandsRemaining } from "../domain/index.js";
 import type { RequestedScope } from "../delegation/policy.js";
 import type { WatchItem } from "../events/watch-hub.js";
 
@@ -160,10 +160,23 @@ export function authorizeResultToMessage(r: AuthorizeResult): AuthorizeCommandRe
   });
 }
 
+/**
+ * Messages of events, one per event: the hub hands every subscriber the same
+ * item, so the message (and, in the grpc-js adapter, its encoding) is made
+ * once per event, not once per watcher.
+ */
+const eventMessages = new WeakMap<WatchItem, WatchDelegationsResponse>();
+
 export function watchItemToMessage(item: WatchItem): WatchDelegationsResponse {
-  if (item.kind === "checkpoint") {
-    return create(WatchDelegationsResponseSchema, { revision: item.revision, kind: { case: "checkpoint", value: {} } });
+  if (item.kind === "event") {
+    let m = eventMessages.get(item);
+    if (!m) eventMessages.set(item, (m = eventItemToMessage(item)));
+    return m;
   }
+  return create(WatchDelegationsResponseSchema, { revision: item.revision, kind: { case: "checkpoint", value: {} } });
+}
+
+function eventItemToMessage(item: Extract<WatchItem, { kind: "event" }>): WatchDelegationsResponse {
   const e = item.event;
   return create(WatchDelegationsResponseSchema, {
     revision: item.revision,

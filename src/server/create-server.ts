@@ -6,6 +6,7 @@
  * certificate from the client CA, and pass the peer to the authenticator
  * (through peerKey; the gRPC side in grpc-adapter.ts).
  */
+import { setMaxListeners } from "node:events";
 import * as http from "node:http";
 import * as https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -91,6 +92,8 @@ function peerOf(req: { socket: unknown }): ContextValues {
 /** Starts both listeners; port 0 picks a free port (reported in the result). */
 export async function startServer(impl: ServiceImpl<typeof DelegationService>, options: ServerOptions): Promise<RunningServer> {
   const shutdown = new AbortController();
+  // Every call in flight on the web port links its signal to this one (connect-node): no listener cap.
+  setMaxListeners(0, shutdown.signal);
   const maxBytes = options.maxMessageBytes ?? 1024 * 1024;
 
   const grpcServer = new grpc.Server({

@@ -3,10 +3,10 @@
  * Connect, gRPC-Web). It translates messages to use-case inputs and back.
  */
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { DelegationManager } from "../delegation/manager.js";
-import type { WatchHub } from "../events/watch-hub.js";
+import type { UseCases } from "../delegation/use-cases.js";
+import type { LiveSink, WatchHub } from "../events/watch-hub.js";
 import type { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
-import { BrokerError } from "../delegation/errors.js";
+import { BrokerError } from "../domain/index.js";
 import * as v from "../delegation/validate.js";
 import {
   authorizeResultToMessage,
@@ -17,18 +17,19 @@ import {
   watchItemToMessage,
 } from "./convert.js";
 import { principalOf } from "./principal.js";
+import { streamWriterKey } from "./stream-writer.js";
 
 export interface DelegationServiceDeps {
-  manager: DelegationManager;
+  useCases: UseCases;
   hub: WatchHub;
 }
 
 /** Creates the service implementation. */
 export function createDelegationService(deps: DelegationServiceDeps): ServiceImpl<typeof DelegationService> {
-  const { manager, hub } = deps;
+  const { useCases, hub } = deps;
   return {
     async createDelegation(req, ctx) {
-      const result = await manager.create(
+      const result = await useCases.create.run(
         principalOf(ctx),
         {
           delegatorAcId: req.delegatorAcId,
@@ -44,7 +45,7 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
     },
 
     async revokeDelegation(req, ctx) {
-      const d = await manager.revoke(principalOf(ctx), {
+      const d = await useCases.end.revoke(principalOf(ctx), {
         delegationId: req.delegationId,
         reason: req.reason,
         requestId: req.requestId,
@@ -53,11 +54,11 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
     },
 
     async getDelegation(req, ctx) {
-      return { delegation: delegationToMessage(await manager.get(principalOf(ctx), req.delegationId)) };
+      return { delegation: delegationToMessage(await useCases.read.get(principalOf(ctx), req.delegationId)) };
     },
 
     async listAgents(req, ctx) {
-      const page = await manager.list(principalOf(ctx), {
+      const page = await useCases.read.list(principalOf(ctx), {
         pageSize: req.pageSize,
         pageToken: req.pageToken,
         delegatorDid: req.delegatorDid,
@@ -76,7 +77,7 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
       const filter: { delegationId?: string; delegatorDid?: string } = {};
       if (req.delegationId !== "") {
         // Watching one delegation requires seeing it: get answers NOT_FOUND, the same as for a missing one.
-        const d = await manager.get(principal, req.delegationId);
+        const d = await useCases.read.get(principal, req.delegationId);
         filter.delegationId = d.id;
       }
       if (req.delegatorDid !== "") filter.delegatorDid = v.did("delegator_did", req.delegatorDid);
@@ -88,13 +89,19 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
         if (filter.delegatorDid !== undefined && filter.delegatorDid !== principal.did) return;
         if (filter.delegationId === undefined) filter.delegatorDid = principal.did;
       }
-      for await (const item of hub.watch(req.startRevision, filter, ctx.signal)) {
+      // Where the transport can take writes directly, live items go straight to it.
+      const writer = ctx.values.get(streamWriterKey);
+      const sink: LiveSink | undefined = writer && {
+        write: (item) => writer.write(watchItemToMessage(item)),
+        onDrain: (resume) => writer.onDrain(resume),
+      };
+      for await (const item of hub.watch(req.startRevision, filter, ctx.signal, sink)) {
         yield watchItemToMessage(item);
       }
     },
 
     async revokeDelegatorContext(req, ctx) {
-      const ids = await manager.revokeDelegatorContext(principalOf(ctx), {
+      const ids = await useCases.end.revokeDelegatorContext(principalOf(ctx), {
         delegatorAcId: req.delegatorAcId,
         reason: req.reason,
       });
@@ -102,7 +109,7 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
     },
 
     async authorizeCommand(req, ctx) {
-      const r = await manager.authorizeCommand(principalOf(ctx), { delegationId: req.delegationId, command: req.command });
+      const r = await useCases.authorize.run(principalOf(ctx), { delegationId: req.delegationId, command: req.command });
       return authorizeResultToMessage(r);
     },
   };

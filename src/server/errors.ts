@@ -1,11 +1,13 @@
 /**
  * The one place where errors become Connect/gRPC errors. BrokerErrors keep
  * their code and message and gain an ErrorDetail (reason, field, metadata);
- * anything else is INTERNAL with a generic message, logged with its cause.
+ * an UpstreamError (an external system failed) becomes DEADLINE_EXCEEDED when
+ * it timed out and UNAVAILABLE otherwise, with its reason and system; anything
+ * else is INTERNAL with a generic message, logged with its cause.
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BrokerError, type ErrorCode } from "../delegation/errors.js";
+import { BrokerError, type ErrorCode, UpstreamError } from "../domain/index.js";
 import { ErrorDetailSchema } from "../gen/llmbroker/v1/delegation_pb.js";
 import type { Logger } from "../logging.js";
 
@@ -46,18 +48,40 @@ const CODES: Record<ErrorCode, Code> = {
   INTERNAL: Code.Internal,
 };
 
+/** The code a caller gets for an external system's failure. */
+export function upstreamCode(err: UpstreamError): ErrorCode {
+  return err.failure === "timeout" ? "DEADLINE_EXCEEDED" : "UNAVAILABLE";
+}
+
 /** Maps any thrown value to a ConnectError that is safe to send. */
 export function toConnectError(err: unknown, log?: Logger): ConnectError {
   if (err instanceof ConnectError) return err;
+  if (err instanceof UpstreamError) {
+    log?.warn({ err, cause: err.cause, reason: err.reason, system: err.system }, bounded(err.message));
+    return withDetail(upstreamCode(err), err.reason, err.message, undefined, err.metadata, err);
+  }
   if (err instanceof BrokerError) {
-    if (err.code === "UNAVAILABLE" || err.code === "INTERNAL" || err.code === "DEADLINE_EXCEEDED") {
+    // A stream ended by the broker's own shutdown is expected (the hub logs it once).
+    const expected = err.reason === "SHUTTING_DOWN";
+    if (!expected && (err.code === "UNAVAILABLE" || err.code === "INTERNAL" || err.code === "DEADLINE_EXCEEDED")) {
       log?.warn({ err, cause: err.cause, reason: err.reason }, bounded(err.message));
     }
-    const metadata: Record<string, string> = {};
-    for (const [k, v] of Object.entries(err.metadata)) metadata[k] = bounded(v, MAX_METADATA_CHARS);
-    const detail = create(ErrorDetailSchema, { reason: err.reason, field: err.field ?? "", metadata });
-    return new ConnectError(bounded(err.message), CODES[err.code], undefined, [{ desc: ErrorDetailSchema, value: detail }], err);
+    return withDetail(err.code, err.reason, err.message, err.field, err.metadata, err);
   }
   log?.error({ err }, "unexpected error");
   return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+}
+
+function withDetail(
+  code: ErrorCode,
+  reason: string,
+  message: string,
+  field: string | undefined,
+  meta: Record<string, string>,
+  cause: Error,
+): ConnectError {
+  const metadata: Record<string, string> = {};
+  for (const [k, v] of Object.entries(meta)) metadata[k] = bounded(v, MAX_METADATA_CHARS);
+  const detail = create(ErrorDetailSchema, { reason, field: field ?? "", metadata });
+  return new ConnectError(bounded(message), CODES[code], undefined, [{ desc: ErrorDetailSchema, value: detail }], cause);
 }

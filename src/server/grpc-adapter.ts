@@ -16,6 +16,7 @@ import {
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
 import { peerKey } from "./principal.js";
+import { streamWriterKey } from "./stream-writer.js";
 
 type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 type Handler = (req: unknown, ctx: HandlerContext) => unknown;
@@ -134,6 +135,19 @@ function contextFor(service: DescService, method: DescMethod, call: SurfaceCall,
   };
 }
 
+/**
+ * Encodings of streamed messages, by message object. Watch hands the same
+ * message of an event to every subscriber; it is encoded once.
+ */
+const encoded = new WeakMap<object, Buffer>();
+
+function encodeShared(schema: DescMessage, m: unknown): Buffer {
+  const key = m as object;
+  let bytes = encoded.get(key);
+  if (!bytes) encoded.set(key, (bytes = Buffer.from(toBinary(schema, create(schema, m as never)))));
+  return bytes;
+}
+
 /** Registers every method of `service` on `server`, served by `impl`. */
 export function addConnectService<S extends DescService>(
   server: grpc.Server,
@@ -164,7 +178,10 @@ export function addConnectService<S extends DescService>(
       responseStream: method.methodKind === "server_streaming",
       requestSerialize: (m: unknown) => Buffer.from(toBinary(input, create(input, m as never))),
       requestDeserialize: (b: Buffer) => decodeRequest(input, b),
-      responseSerialize: (m: unknown) => Buffer.from(toBinary(output, create(output, m as never))),
+      responseSerialize:
+        method.methodKind === "server_streaming"
+          ? (m: unknown) => encodeShared(output, m)
+          : (m: unknown) => Buffer.from(toBinary(output, create(output, m as never))),
       responseDeserialize: (b: Buffer) => fromBinary(output, b),
       originalName: method.localName,
     };
@@ -185,6 +202,13 @@ export function addConnectService<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         if (call.request instanceof Undecodable) return void call.emit("error", statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
+        // Messages written directly (live Watch items) share the call with those yielded.
+        ctx.values.set(streamWriterKey, {
+          write: (message) => (call.cancelled || ctx.signal.aborted ? true : call.write(message)),
+          onDrain: (resume) => {
+            call.once("drain", resume);
+          },
+        });
         void (async () => {
           try {
             for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
@@ -201,7 +225,11 @@ export function addConnectService<S extends DescService>(
                 });
               }
             }
-            if (!call.cancelled) call.end();
+            // A stream the server ends (shutdown) must not look finished: the client resumes.
+            if (!call.cancelled) {
+              if (live.shutdown.aborted) call.emit("error", statusOf(SHUTDOWN));
+              else call.end();
+            }
           } catch (err) {
             if (!call.cancelled) call.emit("error", statusOf(err));
           } finally {

@@ -10,8 +10,8 @@
  * client its token was issued to (azp, client_id or appid).
  */
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
-import { BrokerError } from "../delegation/errors.js";
-import type { Principal } from "../delegation/model.js";
+import { BrokerError, UpstreamError } from "../domain/index.js";
+import type { Principal } from "../domain/index.js";
 import { type Authenticator, DID_PATTERN } from "./principal.js";
 
 export interface JwtAuthenticatorOptions {
@@ -89,7 +89,7 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
     } catch (err) {
       if (keysUnavailable(err)) {
         // The issuer's keys could not be fetched: not the caller's fault.
-        throw new BrokerError("UNAVAILABLE", "JWKS_UNAVAILABLE", "the token issuer's keys cannot be fetched now", { cause: err });
+        throw new UpstreamError("jwks", "unreachable", "the token issuer's keys cannot be fetched now", { reason: "JWKS_UNAVAILABLE", cause: err });
       }
       if (err instanceof joseErrors.JWTExpired) throw unauthenticated("TOKEN_EXPIRED", "the token has expired");
       // Never echo the token or the library's detail (it may quote claims).

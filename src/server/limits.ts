@@ -8,8 +8,8 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { Settings } from "../config/settings.js";
-import { BrokerError } from "../delegation/errors.js";
-import type { Principal } from "../delegation/model.js";
+import { BrokerError } from "../domain/index.js";
+import type { Principal } from "../domain/index.js";
 import { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
 import type { Logger } from "../logging.js";
 import type { Interceptor } from "./interceptors.js";

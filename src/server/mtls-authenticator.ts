@@ -5,8 +5,8 @@
  * peer (the GSAP broker) by its subject CN. Request headers never name the
  * caller in this mode.
  */
-import { BrokerError } from "../delegation/errors.js";
-import type { Principal } from "../delegation/model.js";
+import { BrokerError } from "../domain/index.js";
+import type { Principal } from "../domain/index.js";
 import { type Authenticator, DID_PATTERN, type PeerInfo } from "./principal.js";
 
 export interface MtlsAuthenticatorOptions {

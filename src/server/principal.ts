@@ -8,8 +8,8 @@
  * - mtls: the client certificate of the TLS connection (mtls-authenticator.ts).
  */
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { BrokerError } from "../delegation/errors.js";
-import type { Principal } from "../delegation/model.js";
+import { BrokerError } from "../domain/index.js";
+import type { Principal } from "../domain/index.js";
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "authenticated caller" });
 

@@ -86,14 +86,25 @@ function plan(migrations: Migration[], applied: { migration_name: string; checks
   };
 }
 
-/** Brings the database at `databaseUrl` up to date. */
-export async function migrate(databaseUrl: string): Promise<MigrateResult> {
-  const target = parseDatabaseUrl(databaseUrl);
-  if (target.provider === "sqlite") return migrateSqlite(target.path);
-  return migratePostgres(target.url);
+export interface MigrateOptions {
+  /** Apply migrations only up to this one (tests of upgrades from an older schema). By default, all. */
+  through?: string;
 }
 
-function migrateSqlite(path: string): MigrateResult {
+/** Brings the database at `databaseUrl` up to date. */
+export async function migrate(databaseUrl: string, options: MigrateOptions = {}): Promise<MigrateResult> {
+  const target = parseDatabaseUrl(databaseUrl);
+  if (target.provider === "sqlite") return migrateSqlite(target.path, options);
+  return migratePostgres(target.url, options);
+}
+
+/** The migrations of a provider, up to `through` when given. */
+function migrationsUpTo(provider: "sqlite" | "postgresql", through: string | undefined): Migration[] {
+  const all = loadMigrations(provider);
+  return through === undefined ? all : all.filter((m) => m.name <= through);
+}
+
+function migrateSqlite(path: string, options: MigrateOptions): MigrateResult {
   mkdirSync(dirname(resolve(path)), { recursive: true });
   const db = new Database(path);
   try {
@@ -106,6 +117,8 @@ function migrateSqlite(path: string): MigrateResult {
         .prepare(`SELECT migration_name, checksum FROM "_prisma_migrations" WHERE rolled_back_at IS NULL AND finished_at IS NOT NULL`)
         .all() as { migration_name: string; checksum: string }[];
       const { pending, alreadyApplied } = plan(loadMigrations("sqlite"), rows);
+      const wanted = new Set(migrationsUpTo("sqlite", options.through).map((m) => m.name));
+      pending.splice(0, pending.length, ...pending.filter((m) => wanted.has(m.name)));
       for (const m of pending) {
         db.exec(m.sql);
         db.prepare(
@@ -120,7 +133,7 @@ function migrateSqlite(path: string): MigrateResult {
   }
 }
 
-async function migratePostgres(url: string): Promise<MigrateResult> {
+async function migratePostgres(url: string, options: MigrateOptions): Promise<MigrateResult> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -130,6 +143,8 @@ async function migratePostgres(url: string): Promise<MigrateResult> {
       `SELECT migration_name, checksum FROM "_prisma_migrations" WHERE rolled_back_at IS NULL AND finished_at IS NOT NULL`,
     );
     const { pending, alreadyApplied } = plan(loadMigrations("postgresql"), rows);
+    const wanted = new Set(migrationsUpTo("postgresql", options.through).map((m) => m.name));
+    pending.splice(0, pending.length, ...pending.filter((m) => wanted.has(m.name)));
     for (const m of pending) {
       await client.query("BEGIN");
       try {

@@ -1,9 +1,20 @@
 /**
- * The store behind the use cases. Every state change is one transaction that
- * also appends its event with the next revision; drivers (SQLite, PostgreSQL)
- * implement this interface and pass the same conformance suite.
+ * The store behind the use cases, split by role (as SpiceDB splits its
+ * datastore): what reads delegations, what changes their state, the event
+ * log, the consequences of endings, the audit outbox, idempotency keys and
+ * leases. Every state change is one transaction that also appends its event
+ * with the next revision; the consequences of endings and audit delivery are
+ * derived from those events by cursors. Both drivers (SQLite, PostgreSQL)
+ * implement all of it and pass one conformance suite.
  */
-import type { Delegation, DelegationEvent, DelegationState, EventType } from "../delegation/model.js";
+import type {
+  DelegatedContext,
+  Delegation,
+  DelegationEvent,
+  DelegationState,
+  EffectKind,
+  EndingName,
+} from "../domain/index.js";
 
 export interface IdempotencyKeyRef {
   /** Whose key it is: the caller's DID. */
@@ -25,27 +36,63 @@ export interface IdempotencyRecord extends IdempotencyClaim {
 
 export type ClaimResult = { kind: "claimed" } | { kind: "existing"; record: IdempotencyRecord };
 
-/** Fields a transition may set besides state, end time and reason. */
-export type DelegationPatch = Partial<
-  Pick<Delegation, "agentClientId" | "idpObjectId" | "idpBackend" | "delegatedAcId" | "delegatedAc">
->;
+/** Stores the first answer under a key in the same transaction as the change it answers. */
+export interface CompleteIdempotency extends IdempotencyKeyRef {
+  response: (delegation: Delegation) => string;
+}
 
-export interface TransitionSpec {
+/** What activation records of the identity and the delegated context. */
+export interface ActivationPatch {
+  agentClientId: string;
+  idpObjectId: string;
+  idpBackend: string;
+  delegatedAcId: string;
+  delegatedAc: DelegatedContext;
+}
+
+export interface ActivateSpec {
   id: string;
-  /** The transition happens only if the delegation is in one of these states. */
-  from: DelegationState[];
-  to: DelegationState;
-  event: EventType;
-  /** Event reason; for an ending state also the end reason. */
+  now: number;
+  patch: ActivationPatch;
+  completeIdempotency?: CompleteIdempotency;
+}
+
+/** What a failed creation knows of the identity it made (to find and delete it). */
+export type FailurePatch = Partial<Pick<Delegation, "agentClientId" | "idpObjectId" | "idpBackend" | "delegatedAcId">>;
+
+/** Which delegations an ending applies to. */
+export type EndTarget =
+  /** These delegations. */
+  | { ids: readonly string[] }
+  /** Every live delegation made from this delegator access context. */
+  | { delegatorAcId: string }
+  /** ACTIVE delegations whose expire time is at or before this time (expiry). */
+  | { dueAt: number };
+
+export interface EndSpec {
+  target: EndTarget;
+  /** revoke, expire or fail (exhaust happens in countCommand). */
+  ending: Exclude<EndingName, "exhaust">;
+  /** The end reason (and event reason). */
   reason: string;
   now: number;
-  patch?: DelegationPatch;
-  /** Only if the delegation's expire time has passed (for expiry). */
-  onlyIfExpiredAt?: number;
-  /** Stores the first answer, built from the changed delegation, under this key in the same transaction. */
-  completeIdempotency?: IdempotencyKeyRef & { response: (delegation: Delegation) => string };
+  /** Most delegations of `target` to end in this transaction; cascaded children come on top. By default, 500. */
+  limit?: number;
+  /** Also end, with parent_delegation_ended, every live delegation made from an ended one's delegated context. By default, true. */
+  cascade?: boolean;
+  /** fail: what is known of the identity. */
+  patch?: FailurePatch;
+  completeIdempotency?: CompleteIdempotency;
   /** Deletes this key in the same transaction, so a retry starts afresh. */
   releaseIdempotency?: IdempotencyKeyRef;
+}
+
+/** One delegation an ending changed, with the revision of its event. */
+export interface Ended {
+  delegation: Delegation;
+  revision: bigint;
+  /** Ended because an ancestor ended (parent_delegation_ended). */
+  cascaded: boolean;
 }
 
 export interface Transitioned {
@@ -55,7 +102,8 @@ export interface Transitioned {
 
 export type CountResult =
   | { kind: "counted"; commandsExecuted: number; maxCommands: number }
-  | { kind: "limit_reached"; delegation: Delegation; revision: bigint }
+  /** The last command of the budget: the delegation ended (with any cascade) in the same transaction. */
+  | { kind: "limit_reached"; ended: Ended[] }
   | { kind: "refused"; delegation: Delegation | null };
 
 export interface ListQuery {
@@ -71,7 +119,7 @@ export interface EventFilter {
   delegatorDid?: string;
 }
 
-/** An event still to be delivered to the audit sink. */
+/** An event still to be delivered to the audit sink, with its failed attempts so far. */
 export interface PendingAudit {
   event: DelegationEvent;
   attempts: number;
@@ -86,56 +134,177 @@ export interface AuditBacklog {
   rejected: number;
 }
 
-export interface DelegationStore {
-  readonly driver: "sqlite" | "postgresql";
+/** A consequence of an ending waiting to be carried out. */
+export interface Effect {
+  kind: EffectKind;
+  delegationId: string;
+  /** The revision of the ending event it comes from. */
+  revision: bigint;
+  /** Failed attempts so far. */
+  attempts: number;
+  /** When the ending happened (event time). */
+  createTime: number;
+  /** Set for an item that failed before and waits in the retry table. */
+  retryId?: number;
+  /** What the worker needs of the delegation. */
+  target: {
+    agentClientId: string;
+    idpObjectId: string;
+    idpBackend: string;
+    delegatedAcId: string;
+    endReason: string;
+  };
+}
+
+/** New endings of one kind after the kind's cursor. */
+export interface PendingEndings {
+  items: Effect[];
+  /** Revision of the last event examined: the cursor may advance to it. */
+  through: bigint;
+  /** Events examined (the batch was full when this equals the limit). */
+  examined: number;
+}
+
+/** How the items of one worker run went, recorded in one transaction. */
+export interface EffectOutcomes {
+  /** Advance the kind's cursor to this revision (the fresh items up to it are settled). */
+  through?: bigint;
+  /** Retry-table items that are done. */
+  done: number[];
+  /** Items to try again later (inserted for fresh items, updated for retry-table ones). */
+  retry: { effect: Effect; error: string; nextAttemptTime: number }[];
+  /** Items refused for good. */
+  rejected: { effect: Effect; error: string }[];
+}
+
+export interface EffectBacklog {
+  /** Items not yet done: endings after the cursor, and retries waiting. */
+  pending: number;
+  /** Of those, how many have failed at least once. */
+  retrying: number;
+  /** Time of the oldest pending ending. */
+  oldestPendingTime: number | null;
+  /** Items the external system refused for good. */
+  rejected: number;
+}
+
+export interface DelegationReader {
+  get(id: string): Promise<Delegation | null>;
+  /** The delegation whose delegated access context this is, if any. */
+  findByDelegatedAc(delegatedAcId: string): Promise<Delegation | null>;
+  /** A page of delegations in id order, and how many match in all. */
+  list(query: ListQuery): Promise<{ items: Delegation[]; total: number }>;
+  /** Earliest expire time of an ACTIVE delegation. */
+  nextExpireTime(): Promise<number | null>;
+  /** REQUESTED delegations created before `createdBefore` (left by a crash). */
+  staleRequested(createdBefore: number, limit: number): Promise<Delegation[]>;
+}
+
+export interface LifecycleWriter {
   /** Inserts a REQUESTED delegation, claiming the idempotency key in the same transaction. */
   insertRequested(delegation: Delegation, claim?: IdempotencyClaim): Promise<ClaimResult>;
-  /** Conditionally changes state and appends the event; null if the condition did not hold. */
-  transition(spec: TransitionSpec): Promise<Transitioned | null>;
+  /** REQUESTED → ACTIVE with its CREATED event (and the replayable answer); null if it was no longer REQUESTED. */
+  activate(spec: ActivateSpec): Promise<Transitioned | null>;
+  /**
+   * Ends delegations: state, end time and reason, and one event each (in
+   * revision order), with any cascade, in one transaction; their consequences
+   * are derived from those events (EffectQueue). Returns what it ended (empty
+   * if nothing matched); a target with more than `limit` matches is ended by
+   * calling again.
+   */
+  end(spec: EndSpec): Promise<Ended[]>;
   /**
    * Counts one command atomically: never more than max_commands, only while
    * ACTIVE and unexpired. The command that exhausts the budget ends the
    * delegation (EXPIRED, command_limit) in the same transaction.
    */
   countCommand(id: string, now: number): Promise<CountResult>;
-  get(id: string): Promise<Delegation | null>;
-  list(query: ListQuery): Promise<{ items: Delegation[]; total: number }>;
-  /** Live delegations made from this delegator access context. */
-  findLiveByDelegatorAc(delegatorAcId: string): Promise<Delegation[]>;
-  /** The delegation whose delegated access context this is, if any. */
-  findByDelegatedAc(delegatedAcId: string): Promise<Delegation | null>;
-  /** ACTIVE delegations whose expire time is at or before `now`. */
-  dueForExpiry(now: number, limit: number): Promise<Delegation[]>;
-  /** Earliest expire time of an ACTIVE delegation. */
-  nextExpireTime(): Promise<number | null>;
-  /** Ended delegations whose agent identity still has to be deleted. */
-  pendingCleanup(limit: number): Promise<Delegation[]>;
-  markCleanedUp(id: string): Promise<void>;
-  /** REQUESTED delegations created before `createdBefore` (left by a crash). */
-  staleRequested(createdBefore: number, limit: number): Promise<Delegation[]>;
-  getIdempotency(ref: IdempotencyKeyRef): Promise<IdempotencyRecord | null>;
-  releaseIdempotency(ref: IdempotencyKeyRef): Promise<void>;
-  /** Claims a key for a mutation that inserts no row (revoke). */
-  claimIdempotency(claim: IdempotencyClaim, now: number): Promise<ClaimResult>;
-  pruneIdempotency(createdBefore: number): Promise<number>;
+  /**
+   * A delegated context GSAP issued for a delegation that had already ended
+   * (it was ended while being created): recorded on the row, and revoked by
+   * the gsap-revoke worker (a retry item if it has already passed the
+   * ending). False if the delegation is live or already has a context.
+   */
+  adoptLateContext(id: string, delegatedAcId: string, now: number): Promise<boolean>;
+}
+
+export interface EventLog {
   /** The newest revision in the log. */
   headRevision(): Promise<bigint>;
   /** Events at or below this revision have been pruned. */
   prunedThrough(): Promise<bigint>;
   readEvents(after: bigint, limit: number, filter?: EventFilter): Promise<DelegationEvent[]>;
-  /** Deletes events older than `before` (never one not yet audited); returns how many. */
-  pruneEvents(before: number): Promise<number>;
-  /** Undelivered events, oldest revision first. */
+  /**
+   * Deletes up to `maxRows` of the oldest events written before `before`,
+   * never one the audit sink or a consequence worker has not settled; `more`
+   * when another call would delete more.
+   */
+  pruneEvents(before: number, maxRows: number): Promise<{ deleted: number; more: boolean }>;
+}
+
+/**
+ * The consequences of endings, derived from the event log: each kind has a
+ * cursor (the last revision whose endings it has settled); items that failed
+ * wait in a retry table with their next attempt time. Nothing is written per
+ * ending beyond its event.
+ */
+export interface EffectQueue {
+  /** Endings after the kind's cursor that need this kind of consequence, oldest first. */
+  pendingEndings(kind: EffectKind, limit: number): Promise<PendingEndings>;
+  /** Retry-table items of `kind` due at `now`, oldest first. */
+  dueRetries(kind: EffectKind, now: number, limit: number): Promise<Effect[]>;
+  /** Records a run's outcomes and advances the cursor, in one transaction. */
+  settleEffects(kind: EffectKind, outcomes: EffectOutcomes, now: number): Promise<void>;
+  /** When the next retry of `kind` is due, if any. */
+  nextRetryTime(kind: EffectKind): Promise<number | null>;
+  effectBacklog(kind: EffectKind): Promise<EffectBacklog>;
+  /** Deletes up to `maxRows` rejected items last changed before `before`. */
+  pruneEffects(before: number, maxRows: number): Promise<number>;
+}
+
+/**
+ * Delivery of the event log to the audit sink: a cursor (every event up to
+ * it is delivered or was refused for good), with attempts, errors and
+ * refusals recorded on the events themselves.
+ */
+export interface AuditOutboxStore {
+  /** Events after the cursor, oldest first. */
   pendingAudit(limit: number): Promise<PendingAudit[]>;
-  markAudited(revision: bigint, now: number): Promise<void>;
+  /** Every event up to `through` is delivered (or was refused). */
+  markAudited(through: bigint, now: number): Promise<void>;
   /** Records a failed attempt (it stays pending). */
   markAuditFailed(revision: bigint, error: string): Promise<void>;
-  /** The sink refused the event for good; it is no longer pending. */
+  /** The sink refused the event for good: recorded on it, counted, and the cursor moves past it. */
   markAuditRejected(revision: bigint, error: string, now: number): Promise<void>;
+  /** The last revision delivered (or refused). */
+  auditCursor(): Promise<bigint>;
   auditBacklog(): Promise<AuditBacklog>;
+}
+
+export interface IdempotencyStore {
+  getIdempotency(ref: IdempotencyKeyRef): Promise<IdempotencyRecord | null>;
+  releaseIdempotency(ref: IdempotencyKeyRef): Promise<void>;
+  /** Claims a key for a mutation that inserts no row (revoke). */
+  claimIdempotency(claim: IdempotencyClaim, now: number): Promise<ClaimResult>;
+  /** Deletes up to `maxRows` keys created before `createdBefore`. */
+  pruneIdempotency(createdBefore: number, maxRows: number): Promise<number>;
+}
+
+export interface LeaseStore {
   /** Takes or renews a named lease; true if `holder` has it until now + ttlMs. */
   acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean>;
   releaseLease(name: string, holder: string): Promise<void>;
+}
+
+export interface DelegationStore
+  extends DelegationReader,
+    LifecycleWriter,
+    EventLog,
+    EffectQueue,
+    AuditOutboxStore,
+    IdempotencyStore,
+    LeaseStore {
+  readonly driver: "sqlite" | "postgresql";
   /** Called with the revision after every committed change made through this store. */
   onCommit(listener: (revision: bigint) => void): () => void;
   close(): Promise<void>;

@@ -9,7 +9,7 @@ import { eventContentId } from "../../src/clients/chronicle/chronicle-event.js";
 import { DelegationState } from "../../src/gen/llmbroker/v1/delegation_pb.js";
 import { ALICE, type TestBroker, as, startTestBroker } from "../helpers/broker.js";
 import { DRIVERS } from "../helpers/databases.js";
-import { flakyAudit, flakyRegistrar } from "../helpers/fakes.js";
+import { flakyAudit, flakyGsap, flakyRegistrar } from "../helpers/fakes.js";
 
 describe.each(DRIVERS)("audit outbox (%s)", (driver) => {
   let t: TestBroker;
@@ -26,7 +26,7 @@ describe.each(DRIVERS)("audit outbox (%s)", (driver) => {
   });
 
   const drain = async () => {
-    while ((await t.broker.store.auditBacklog()).pending > 0) await t.broker.outbox.runOnce();
+    while ((await t.broker.store.auditBacklog()).pending > 0) await t.broker.background.outboxLoop.runOnce();
   };
 
   it("delivers every event in revision order with the content id stored on the event and the delegation", async () => {
@@ -50,7 +50,7 @@ describe.each(DRIVERS)("audit outbox (%s)", (driver) => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await t.grpc.unary("createDelegation", { delegatorAcId: `ac-o${i}` }, as(ALICE))).delegation!.delegationId);
     await t.grpc.unary("revokeDelegation", { delegationId: ids[0]! }, as(ALICE));
-    await t.broker.outbox.runOnce().catch(() => 0);
+    await t.broker.background.outboxLoop.runOnce().catch(() => 0);
     expect(audit.state.delivered.length).toBe(before);
     const health = (await (await fetch(`http://127.0.0.1:${t.broker.webPort}/healthz`)).json()) as {
       audit: { pending: number; failing: boolean; lastError: string };
@@ -69,7 +69,7 @@ describe.each(DRIVERS)("audit outbox (%s)", (driver) => {
   it("delivers after a restart what was recorded while the sink was down", async () => {
     audit.state.down = true;
     const c = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-restart" }, as(ALICE));
-    await t.broker.outbox.runOnce().catch(() => 0);
+    await t.broker.background.outboxLoop.runOnce().catch(() => 0);
     audit.state.down = false;
     await t.restart({ audit: audit.sink });
     await drain();
@@ -94,10 +94,11 @@ describe("fail-closed audit", () => {
   let t: TestBroker;
   const audit = flakyAudit();
   const reg = flakyRegistrar();
+  const gsap = flakyGsap();
   beforeAll(async () => {
     t = await startTestBroker({
       env: { AUDIT_DRIVER: "chronicle", CHRONICLE_WEBHOOK_URL: "http://127.0.0.1:9/unused", AUDIT_FAIL_CLOSED: "true", AUDIT_FAIL_CLOSED_TIMEOUT_SECONDS: "1" },
-      overrides: { audit: audit.sink, registrar: reg.registrar },
+      overrides: { audit: audit.sink, registrar: reg.registrar, gsap: gsap.gsap },
     });
   });
   afterAll(async () => {
@@ -109,15 +110,18 @@ describe("fail-closed audit", () => {
     expect(audit.state.delivered.some((d) => d.delegationId === c.delegation!.delegationId && d.type === "CREATED")).toBe(true);
   });
 
-  it("withdraws a grant it cannot record in time, deletes the identity, and answers UNAVAILABLE", async () => {
+  it("withdraws a grant it cannot record in time, deletes the identity, revokes the context, and answers UNAVAILABLE", async () => {
     audit.state.down = true;
     const before = reg.registrar.registered.size;
     const err = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-2", requestId: "fc-1" }, as(ALICE)).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);
     expect(err.details).toContain("AUDIT_FAIL_CLOSED");
-    expect(reg.registrar.registered.size).toBe(before);
     const revoked = await t.grpc.unary("listAgents", { state: DelegationState.REVOKED }, as(ALICE));
-    expect(revoked.delegations.map((d) => d.endReason)).toContain("audit_unavailable");
+    const withdrawn = revoked.delegations.find((d) => d.endReason === "audit_unavailable");
+    expect(withdrawn).toBeDefined();
+    await t.settle(); // the withdrawal's consequences
+    expect(reg.registrar.registered.size).toBe(before);
+    expect(gsap.state.revoked).toContain(withdrawn!.delegatedAcId);
   });
 
   it("still revokes during an outage, then refuses new grants at once while the sink is failing", async () => {
@@ -127,8 +131,8 @@ describe("fail-closed audit", () => {
     // Ending authority is never refused; its event waits in the outbox.
     const r = await t.grpc.unary("revokeDelegation", { delegationId: live.delegation!.delegationId }, as(ALICE));
     expect(r.delegation!.state).toBe(DelegationState.REVOKED);
-    await t.broker.outbox.runOnce().catch(() => 0);
-    expect(t.broker.outbox.failing).toBe(true);
+    await t.broker.background.outboxLoop.runOnce().catch(() => 0);
+    expect(t.broker.background.outbox.failing).toBe(true);
     const started = Date.now();
     const err = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-4" }, as(ALICE)).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);

@@ -38,7 +38,7 @@ describe.each(DRIVERS)("expiry (%s)", (driver) => {
       expect(e.reason).toBe("ttl_elapsed");
       expect(e.delegation!.state).toBe(DelegationState.EXPIRED);
     }
-    await t.broker.cleanup.runOnce();
+    await t.settle();
     for (const id of ids) expect(reg.registrar.registered.has(id)).toBe(false);
   });
 
@@ -67,7 +67,7 @@ describe.each(DRIVERS)("expiry (%s)", (driver) => {
     expect(ev!.type).toBe(DelegationEventType.EXPIRED);
     expect(ev!.delegation!.delegationId).toBe(id);
     expect(ev!.reason).toBe("ttl_elapsed");
-    await t.broker.cleanup.runOnce();
+    await t.settle();
     expect(reg.registrar.registered.has(id)).toBe(false);
   });
 });

@@ -11,13 +11,14 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import type { Principal } from "../../src/delegation/model.js";
+import type { Principal } from "../../src/domain/index.js";
 import { DelegationState, ErrorDetailSchema } from "../../src/gen/llmbroker/v1/delegation_pb.js";
 import { createLogger } from "../../src/logging.js";
 import { createJwtAuthenticator, type JwtAuthenticatorOptions } from "../../src/server/jwt-authenticator.js";
 import { JwksFake, algNoneToken, createSigningKey, hs256WithPublicKey, mintToken } from "../fakes/jwks-fake.js";
 import { ALICE, BOB, type TestBroker, as, startTestBroker } from "../helpers/broker.js";
 import { type GrpcError, errorDetailOf } from "../helpers/grpc-client.js";
+import { callerCode } from "../helpers/caller-code.js";
 
 const ADMIN_ROLE = "llm-broker-admin";
 const MISSING = "del_01AAAAAAAAAAAAAAAAAAAAAAAA";
@@ -434,15 +435,15 @@ describe("createJwtAuthenticator", () => {
     ...over,
   });
   const headers = (token: string) => new Headers(bearer(token));
-  /** The BrokerError the authenticator throws, as code and reason. */
+  /** The error the authenticator throws, as the caller's code and its reason. */
   const refusal = async (p: Principal | Promise<Principal>) => {
     const err = (await Promise.resolve(p).then(
       () => {
         throw new Error("expected a refusal");
       },
       (e: unknown) => e,
-    )) as { code: string; reason: string; message: string };
-    return { code: err.code, reason: err.reason, message: err.message };
+    )) as { reason: string; message: string };
+    return { code: callerCode(err), reason: err.reason, message: err.message };
   };
 
   beforeAll(async () => {

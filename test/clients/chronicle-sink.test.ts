@@ -8,9 +8,9 @@ import type { AuditSink } from "../../src/clients/chronicle/index.js";
 import { canonicalJson, chroniclePayload, contentId, createChronicleSink, eventContentId } from "../../src/clients/chronicle/index.js";
 import type { ChronicleKind } from "../../src/clients/chronicle/index.js";
 import { HttpClient, UpstreamError } from "../../src/clients/http/http-client.js";
-import { BrokerError } from "../../src/delegation/errors.js";
-import type { Delegation, DelegationEvent, EventType } from "../../src/delegation/model.js";
+import type { Delegation, DelegationEvent, EventType } from "../../src/domain/index.js";
 import { type ChronicleDelivery, ChronicleFake } from "../fakes/chronicle-fake.js";
+import { type Failure, asCaller, callerCode, isFailure } from "../helpers/caller-code.js";
 
 const BROKER_DID = "did:web:guildhouse.dev/service/llm-broker";
 const ALICE = "did:web:example.com/user/alice";
@@ -46,7 +46,6 @@ function delegation(over: Partial<Delegation> = {}): Delegation {
     endTime: null,
     endReason: "",
     chronicleCid: "",
-    idpCleanupPending: false,
     ...over,
   };
 }
@@ -89,14 +88,14 @@ function makeSink(o: { timeoutMs?: number; maxRetries?: number } = {}): AuditSin
   });
 }
 
-async function rejection(p: Promise<unknown>): Promise<BrokerError> {
+async function rejection(p: Promise<unknown>): Promise<Failure> {
   const outcome = await p.then(
     () => ({ ok: true as const }),
     (e: unknown) => ({ ok: false as const, e }),
   );
   if (outcome.ok) throw new Error("expected a rejection");
-  expect(outcome.e).toBeInstanceOf(BrokerError);
-  return outcome.e as BrokerError;
+  expect(isFailure(outcome.e)).toBe(true);
+  return outcome.e as Failure;
 }
 
 beforeEach(async () => {
@@ -160,7 +159,7 @@ describe("the webhook", () => {
     const e = created();
     const other = event(2n, "REVOKED", "manual_revocation");
     const err = await rejection(sink.deliver(e, cidOf(other)));
-    expect(err.code).toBe("INTERNAL");
+    expect(callerCode(err)).toBe("INTERNAL");
     expect(err.reason).toBe("CHRONICLE_CID_MISMATCH");
     expect(fake.attempts).toHaveLength(0);
   });
@@ -191,7 +190,7 @@ describe("outcomes", () => {
     fake.failNext(3, 503);
     const err = await rejection(sink.deliver(created(), cidOf(created())));
     expect(err).toBeInstanceOf(UpstreamError);
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("CHRONICLE_UNAVAILABLE");
     expect((err as UpstreamError).status).toBe(503);
     expect(fake.attempts).toHaveLength(3);
@@ -201,8 +200,9 @@ describe("outcomes", () => {
   it.each([400, 404, 409, 413, 422])("takes %i as a permanent rejection, CHRONICLE_REJECTED, and does not repeat it", async (status) => {
     fake.failNext(1, status, "payload refused: unknown repository");
     const err = await rejection(sink.deliver(created(), cidOf(created())));
-    expect(err).not.toBeInstanceOf(UpstreamError);
-    expect(err.code).toBe("FAILED_PRECONDITION");
+    // A refusal for good: the outbox records it as rejected instead of retrying.
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect(err).toMatchObject({ failure: "rejected", retryable: false, status });
     expect(err.reason).toBe("CHRONICLE_REJECTED");
     expect(err.message).toContain("unknown repository");
     expect(fake.attempts).toHaveLength(1);
@@ -234,7 +234,7 @@ describe("outcomes", () => {
     const err = await rejection(sink.deliver(created(), cidOf(created())));
     expect(err).toBeInstanceOf(UpstreamError);
     expect((err as UpstreamError).failure).toBe("unreachable");
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     await fake.up();
     await sink.deliver(created(), cidOf(created()));
     expect(fake.received()).toHaveLength(1);
@@ -246,7 +246,7 @@ describe("outcomes", () => {
       fake.delayNext(1, 400);
       const err = await rejection(slow.deliver(created(), cidOf(created())));
       expect(err).toBeInstanceOf(UpstreamError);
-      expect(err.code).toBe("DEADLINE_EXCEEDED");
+      expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
       expect(err.reason).toBe("CHRONICLE_TIMEOUT");
       // The slow server still records it; the outbox, not knowing, delivers it again.
       await fake.waitForReceived(1);

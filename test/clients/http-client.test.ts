@@ -7,6 +7,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { HttpClient, type HttpClientOptions, UpstreamError, retryAfterMs } from "../../src/clients/http/http-client.js";
+import { asCaller, callerCode } from "../helpers/caller-code.js";
 
 type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 
@@ -104,7 +105,7 @@ describe("HttpClient retries", () => {
     expect(server.hits).toHaveLength(3);
     expect(err.failure).toBe("status");
     expect(err.status).toBe(503);
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("TEST_UNAVAILABLE");
   });
 
@@ -140,7 +141,7 @@ describe("HttpClient retries", () => {
     await server.down();
     const err = await failure(makeClient({ maxRetries: 2 }).send({ method: "POST", url: `${server.url}/x`, json: {} }));
     expect(err.failure).toBe("unreachable");
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.message).toContain("ECONNREFUSED");
     expect(sleeps).toHaveLength(2);
   });
@@ -238,7 +239,7 @@ describe("HttpClient deadlines", () => {
     server.fallback = hang;
     const err = await failure(makeClient({ timeoutMs: 150 }).send({ method: "POST", url: `${server.url}/x`, json: {} }));
     expect(err.failure).toBe("timeout");
-    expect(err.code).toBe("DEADLINE_EXCEEDED");
+    expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
     expect(err.reason).toBe("TEST_TIMEOUT");
     expect(server.hits).toHaveLength(1);
   });
@@ -258,7 +259,7 @@ describe("HttpClient deadlines", () => {
     const c = makeClient({ timeoutMs: 200, deadlineMs: 500, maxRetries: 50, minBackoffMs: 1, sleep: undefined });
     const err = await failure(c.send({ method: "GET", url: `${server.url}/x` }));
     const took = Date.now() - started;
-    expect(err.code).toBe("DEADLINE_EXCEEDED");
+    expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
     expect(took).toBeGreaterThanOrEqual(450);
     expect(took).toBeLessThan(1_500);
     expect(server.hits.length).toBeGreaterThanOrEqual(2);
@@ -270,7 +271,7 @@ describe("HttpClient deadlines", () => {
     const started = Date.now();
     const err = await failure(makeClient({ timeoutMs: 1_000, deadlineMs: 600 }).send({ method: "GET", url: `${server.url}/x` }));
     const took = Date.now() - started;
-    expect(err.code).toBe("DEADLINE_EXCEEDED");
+    expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
     expect(took).toBeGreaterThanOrEqual(550);
     expect(took).toBeLessThan(950);
     expect(server.hits).toHaveLength(1);
@@ -323,7 +324,7 @@ describe("HttpClient requests and answers", () => {
     })() as UpstreamError;
     expect(err).toBeInstanceOf(UpstreamError);
     expect(err.failure).toBe("malformed");
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.status).toBe(200);
   });
 });

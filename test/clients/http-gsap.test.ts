@@ -8,9 +8,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { DelegatedContextRequest, GsapClient } from "../../src/clients/gsap/gsap-client.js";
 import { ACTIVE_CONTEXT_STATUSES, createHttpGsap, errorDetail, parseIsoTime } from "../../src/clients/gsap/http-gsap.js";
 import { HttpClient, UpstreamError } from "../../src/clients/http/http-client.js";
-import { BrokerError } from "../../src/delegation/errors.js";
 import { createLogger } from "../../src/logging.js";
 import { GsapFake, type MalformedAnswer } from "../fakes/gsap-fake.js";
+import { type Failure, asCaller, callerCode, isFailure } from "../helpers/caller-code.js";
 
 const TOKEN = "gsap-bearer-5f0c1d2e9a8b7c6d";
 const ORDER = ["CAP_READ", "CAP_MUTATE", "CAP_ADMIN"];
@@ -75,31 +75,31 @@ function request(over: Partial<DelegatedContextRequest> = {}): DelegatedContextR
 }
 
 /** The error `p` rejects with (fails the test if it resolves). */
-async function rejection(p: Promise<unknown>): Promise<BrokerError> {
+async function rejection(p: Promise<unknown>): Promise<Failure> {
   const outcome = await p.then(
     (v) => ({ ok: true as const, v }),
     (e: unknown) => ({ ok: false as const, e }),
   );
   if (outcome.ok) throw new Error(`expected a rejection, got ${JSON.stringify(outcome.v)}`);
-  expect(outcome.e).toBeInstanceOf(BrokerError);
-  return outcome.e as BrokerError;
+  expect(isFailure(outcome.e)).toBe(true);
+  return outcome.e as Failure;
 }
 
-function expectMalformed(err: BrokerError): void {
+function expectMalformed(err: Failure): void {
   expect(err).toBeInstanceOf(UpstreamError);
   expect((err as UpstreamError).failure).toBe("malformed");
-  expect(err.code).toBe("UNAVAILABLE");
+  expect(callerCode(err)).toBe("UNAVAILABLE");
   expect(err.reason).toBe("GSAP_UNAVAILABLE");
 }
 
-function expectNotActive(err: BrokerError): void {
+function expectNotActive(err: Failure): void {
   expect(err).not.toBeInstanceOf(UpstreamError);
-  expect(err.code).toBe("FAILED_PRECONDITION");
+  expect(callerCode(err)).toBe("FAILED_PRECONDITION");
   expect(err.reason).toBe("DELEGATOR_CONTEXT_NOT_ACTIVE");
 }
 
 /** Everything about an error a caller or the log could see, as one string. */
-function visible(err: BrokerError): string {
+function visible(err: Failure): string {
   const causes: string[] = [];
   for (let c: unknown = err.cause; c && causes.length < 5; c = (c as { cause?: unknown }).cause) causes.push(String(c));
   return JSON.stringify({ message: err.message, reason: err.reason, metadata: err.metadata, stack: err.stack, causes });
@@ -243,9 +243,10 @@ describe("requestDelegatedContext: the answer", () => {
     expectMalformed(await rejection(gsap.requestDelegatedContext(request({ capabilityCeiling: "CAP_READ" }))));
   });
 
-  it("logs the id of a context it rejected, so an operator can revoke it", async () => {
+  it("names the id of a context it rejected, in the log and in the error, so the failed create revokes it", async () => {
     fake.malformNext("wrong-principal");
-    await rejection(gsap.requestDelegatedContext(request()));
+    const err = await rejection(gsap.requestDelegatedContext(request()));
+    expect(err.metadata.context_id).toBe("ac-1");
     const line = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "GSAP answer rejected");
     expect(line).toMatchObject({ level: 40, contextId: "ac-1", status: 200 });
   });
@@ -255,7 +256,7 @@ describe("requestDelegatedContext: GSAP's refusals and failures", () => {
   it("maps a 403 policy denial to FAILED_PRECONDITION GSAP_DENIED with GSAP's reason", async () => {
     const err = await rejection(gsap.requestDelegatedContext(request({ capabilityCeiling: "CAP_ADMIN" })));
     expect(err).not.toBeInstanceOf(UpstreamError);
-    expect(err.code).toBe("FAILED_PRECONDITION");
+    expect(callerCode(err)).toBe("FAILED_PRECONDITION");
     expect(err.reason).toBe("GSAP_DENIED");
     expect(err.message).toContain("(403)");
     expect(err.message).toContain("policy denial: CAP_ADMIN exceeds the delegator's ceiling");
@@ -282,7 +283,7 @@ describe("requestDelegatedContext: GSAP's refusals and failures", () => {
     const wrong = driver({ token: "not-the-token-7788" });
     try {
       const err = await rejection(wrong.requestDelegatedContext(request()));
-      expect(err.code).toBe("UNAVAILABLE");
+      expect(callerCode(err)).toBe("UNAVAILABLE");
       expect(err.reason).toBe("GSAP_CREDENTIALS_REJECTED");
       expect(visible(err)).not.toContain("not-the-token-7788");
       expect(fake.requestsOf("POST")).toHaveLength(1);
@@ -296,7 +297,7 @@ describe("requestDelegatedContext: GSAP's refusals and failures", () => {
     fake.failNext(1, 500);
     const err = await rejection(gsap.requestDelegatedContext(request()));
     expect(err).toBeInstanceOf(UpstreamError);
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect((err as UpstreamError).status).toBe(500);
     expect(fake.requestsOf("POST")).toHaveLength(1);
     expect(sleeps).toEqual([]);
@@ -325,7 +326,7 @@ describe("requestDelegatedContext: GSAP's refusals and failures", () => {
     const err = await rejection(gsap.requestDelegatedContext(request()));
     expect(err).toBeInstanceOf(UpstreamError);
     expect((err as UpstreamError).failure).toBe("unreachable");
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
   });
 
   it("repeats a POST answered 429 after the Retry-After", async () => {
@@ -341,7 +342,7 @@ describe("requestDelegatedContext: GSAP's refusals and failures", () => {
     fake.delayNext(1, 2_000);
     try {
       const err = await rejection(slow.requestDelegatedContext(request()));
-      expect(err.code).toBe("DEADLINE_EXCEEDED");
+      expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
       expect(err.reason).toBe("GSAP_TIMEOUT");
       expect(fake.requestsOf("POST")).toHaveLength(1);
     } finally {
@@ -353,7 +354,7 @@ describe("requestDelegatedContext: GSAP's refusals and failures", () => {
     fake.failNext(1, 408);
     const err = await rejection(gsap.requestDelegatedContext(request()));
     expect(err).toBeInstanceOf(UpstreamError);
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
   });
 });
 
@@ -398,8 +399,8 @@ describe("describeDelegatorContext", () => {
     const unknown = await rejection(gsap.describeDelegatorContext("ac-nobody", BOB));
     const alices = await rejection(gsap.describeDelegatorContext("ac-alice", BOB));
     expectNotActive(alices);
-    expect({ code: alices.code, reason: alices.reason, message: alices.message, metadata: alices.metadata }).toStrictEqual({
-      code: unknown.code,
+    expect({ code: callerCode(alices), reason: alices.reason, message: alices.message, metadata: alices.metadata }).toStrictEqual({
+      code: callerCode(unknown),
       reason: unknown.reason,
       message: unknown.message,
       metadata: unknown.metadata,
@@ -428,14 +429,14 @@ describe("describeDelegatorContext", () => {
   it("refuses a ceiling outside CAPABILITY_ORDER as DELEGATOR_CEILING_UNKNOWN", async () => {
     fake.setContext({ contextId: "ac-alice", status: "active", principalDid: ALICE, capabilityCeiling: "CAP_GOD" });
     const err = await rejection(gsap.describeDelegatorContext("ac-alice", ALICE));
-    expect(err.code).toBe("FAILED_PRECONDITION");
+    expect(callerCode(err)).toBe("FAILED_PRECONDITION");
     expect(err.reason).toBe("DELEGATOR_CEILING_UNKNOWN");
   });
 
   it.each([401, 403])("maps %i to UNAVAILABLE GSAP_CREDENTIALS_REJECTED, without repeating", async (status) => {
     fake.failNext(1, status);
     const err = await rejection(gsap.describeDelegatorContext("ac-alice", ALICE));
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("GSAP_CREDENTIALS_REJECTED");
     expect(fake.requestsOf("GET")).toHaveLength(1);
   });
@@ -487,7 +488,7 @@ describe("describeDelegatorContext", () => {
       expect(fake.requestsOf("GET")).toHaveLength(2);
       fake.delayNext(2, 2_000);
       const err = await rejection(slow.describeDelegatorContext("ac-alice", ALICE));
-      expect(err.code).toBe("DEADLINE_EXCEEDED");
+      expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
       expect(err.reason).toBe("GSAP_TIMEOUT");
       expect(fake.requestsOf("GET")).toHaveLength(4);
     } finally {
@@ -505,9 +506,119 @@ describe("describeDelegatorContext", () => {
   });
 });
 
+describe("revokeContext: the broker's assumed revocation endpoint", () => {
+  /** A context the fake issued, as the broker would hold it. */
+  const issued = async () => (await gsap.requestDelegatedContext(request())).contextId;
+
+  it("POSTs the reason and delegation id to /governance/authorize/{context_id}/revoke/ with the bearer token", async () => {
+    const id = await issued();
+    await gsap.revokeContext(id, "ttl_elapsed", { delegationId: DELEGATION });
+    const post = fake.requestsOf("POST").at(-1)!;
+    expect(post.path).toBe(`/governance/authorize/${id}/revoke/`);
+    expect(post.headers.authorization).toBe(`Bearer ${TOKEN}`);
+    expect(post.headers["content-type"]).toContain("application/json");
+    expect(post.body).toStrictEqual({ reason: "ttl_elapsed", delegation_id: DELEGATION });
+    expect(fake.isRevoked(id)).toBe(true);
+  });
+
+  it("takes 404 (GSAP no longer knows the context) as done", async () => {
+    await expect(gsap.revokeContext("ac-forgotten", "manual_revocation")).resolves.toBeUndefined();
+    expect(fake.requestsOf("POST").at(-1)!.path).toBe("/governance/authorize/ac-forgotten/revoke/");
+  });
+
+  it.each([200, 202, 204])("takes %i as done", async (status) => {
+    fake.failNext(1, status, status === 204 ? "" : { status: "revoked" });
+    await expect(gsap.revokeContext("ac-x", "manual_revocation")).resolves.toBeUndefined();
+  });
+
+  it("follows GSAP_REVOKE_PATH, encoding the context id", async () => {
+    const custom = createHttpGsap({
+      url: fake.url,
+      bearerToken: TOKEN,
+      corpusEntryCid: CORPUS,
+      capabilityOrder: ORDER,
+      revokePath: "/v2/contexts/{context_id}/revoke/",
+      http: new HttpClient({ system: "gsap", maxRetries: 0 }),
+    });
+    try {
+      await custom.revokeContext("ac 1/2", "manual_revocation");
+      expect(fake.requestsOf("POST").at(-1)!.path).toBe("/v2/contexts/ac%201%2F2/revoke/");
+    } finally {
+      await custom.close();
+    }
+  });
+
+  it("repeats 5xx and 429 within the call (revoking twice is harmless), then reports a retryable failure", async () => {
+    const id = "ac-retried";
+    fake.setContext({ contextId: id, status: "authorized", principalDid: AGENT, capabilityCeiling: "CAP_READ" });
+    fake.faultPathSuffix = "/revoke/";
+    fake.failNext(1, 503);
+    fake.rateLimitNext(1, "1");
+    await gsap.revokeContext(id, "manual_revocation");
+    expect(fake.requestsOf("POST").filter((r) => r.path.endsWith("/revoke/"))).toHaveLength(3);
+    expect(sleeps).toContain(1000); // Retry-After honoured
+    fake.failNext(3, 500);
+    const err = await rejection(gsap.revokeContext(id, "manual_revocation"));
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect(err).toMatchObject({ failure: "status", retryable: true, status: 500 });
+    expect(callerCode(err)).toBe("UNAVAILABLE");
+    fake.faultPathSuffix = undefined;
+  });
+
+  it("reports a revocation GSAP does not answer in time as a retryable timeout", async () => {
+    const slow = driver({ timeoutMs: 100, maxRetries: 0 });
+    try {
+      fake.delayNext(1, 400);
+      const err = await rejection(slow.revokeContext("ac-slow", "manual_revocation"));
+      expect(err).toMatchObject({ failure: "timeout", retryable: true, reason: "GSAP_TIMEOUT" });
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it("reports connection refused as retryable", async () => {
+    await fake.down();
+    const refused = driver({ maxRetries: 0 });
+    try {
+      const err = await rejection(refused.revokeContext("ac-down", "manual_revocation"));
+      expect(err).toMatchObject({ failure: "unreachable", retryable: true });
+    } finally {
+      await refused.close();
+      await fake.up();
+    }
+  });
+
+  it.each([400, 409, 422])("records another 4xx (%i) as a refusal for good, with GSAP's words", async (status) => {
+    fake.failNext(1, status, { detail: "context is pinned by policy" });
+    const err = await rejection(gsap.revokeContext("ac-pinned", "manual_revocation"));
+    expect(err).toMatchObject({ failure: "rejected", retryable: false, reason: "GSAP_REVOKE_REJECTED", status });
+    expect(err.message).toContain("pinned by policy");
+    expect(fake.requestsOf("POST")).toHaveLength(1);
+  });
+
+  it("reports 401/403 as the broker's credentials being refused (retryable once fixed)", async () => {
+    const wrong = driver({ token: "not-the-token" });
+    try {
+      const err = await rejection(wrong.revokeContext("ac-x", "manual_revocation"));
+      expect(err).toMatchObject({ failure: "credentials", retryable: true, reason: "GSAP_CREDENTIALS_REJECTED", status: 401 });
+      expect(visible(err)).not.toContain("not-the-token");
+    } finally {
+      await wrong.close();
+    }
+  });
+
+  it("refuses an empty or relative context id without sending anything", async () => {
+    for (const id of ["", ".", "..", "%2e%2e"]) {
+      const err = await rejection(gsap.revokeContext(id, "manual_revocation"));
+      expect(err).toMatchObject({ retryable: false });
+    }
+    expect(fake.requests).toHaveLength(0);
+  });
+});
+
 describe("the bearer token", () => {
   it("appears in no error, whatever went wrong", async () => {
-    const errors: BrokerError[] = [];
+    const errors: Failure[] = [];
     fake.failNext(1, 403, { detail: `forbidden for Bearer ${TOKEN}` });
     errors.push(await rejection(gsap.requestDelegatedContext(request())));
     fake.failNext(1, 500, { detail: TOKEN });

@@ -5,9 +5,12 @@
  * - GET  /governance/authorize/{context_id}/ answers a context a test set up
  *   (or one the fake issued), 404 otherwise;
  * - POST /governance/authorize/ issues `ac-<n>` on behalf of the agent, if the
- *   delegator's context is active and holds the requested ceiling (403 otherwise).
+ *   delegator's context is active and holds the requested ceiling (403 otherwise);
+ * - POST /governance/authorize/{context_id}/revoke/ (the broker's assumed
+ *   revocation endpoint) marks a context revoked: 200 with the context, or 404
+ *   for one it does not know. Each revocation is recorded with its body.
  *
- * Both require `Authorization: Bearer <token>` (401 otherwise). Tests inject
+ * All require `Authorization: Bearer <token>` (401 otherwise). Tests inject
  * faults for the next answers (a status, 429 with Retry-After, a delay,
  * a malformed body), take the server down (connections refused) and up again,
  * and read every request the fake saw.
@@ -77,10 +80,14 @@ export class GsapFake extends LoopbackFake {
   readonly issued = new Map<string, Record<string, unknown>>();
   /** Fields merged into every POST answer (undefined removes one), e.g. a narrower ceiling. */
   answerOverrides: Record<string, unknown> = {};
+  /** Revocations that succeeded, in order: context id, reason and delegation id sent, Date.now() on arrival. */
+  readonly revocations: { contextId: string; reason: unknown; delegationId: unknown; at: number }[] = [];
 
   private readonly faults: Fault[] = [];
   /** When set, queued faults apply only to requests with this method (others pass untouched). */
   faultMethod: "GET" | "POST" | undefined;
+  /** When set, queued faults apply only to requests whose path ends with this (e.g. "/revoke/"). */
+  faultPathSuffix: string | undefined;
   private readonly order: string[];
   /** Cancels the delays in progress (close() ends them). */
   private next = 1;
@@ -133,13 +140,15 @@ export class GsapFake extends LoopbackFake {
     for (let i = 0; i < n; i++) this.faults.push({ kind: "delay", ms });
   }
 
+  /** Drops the faults still queued. */
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
+
   /** The next `n` answers are broken in this way (the POST still issues its context). */
   malformNext(which: MalformedAnswer, n = 1): void {
     for (let i = 0; i < n; i++) this.faults.push({ kind: "malformed", which });
   }
-
-
-
 
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -155,7 +164,9 @@ export class GsapFake extends LoopbackFake {
     const path = req.url ?? "/";
     this.requests.push({ method: req.method ?? "", path, headers: req.headers, text, body });
 
-    let fault = this.faultMethod === undefined || req.method === this.faultMethod ? this.faults.shift() : undefined;
+    const targeted =
+      (this.faultMethod === undefined || req.method === this.faultMethod) && (this.faultPathSuffix === undefined || path.endsWith(this.faultPathSuffix));
+    let fault = targeted ? this.faults.shift() : undefined;
     if (fault?.kind === "delay") {
       await this.sleep(fault.ms);
       if (!this.listening) return;
@@ -171,7 +182,9 @@ export class GsapFake extends LoopbackFake {
     }
 
     let answer: { status: number; body: Record<string, unknown> };
+    const revoke = /^\/governance\/authorize\/([^/]+)\/revoke\/$/.exec(path);
     if (req.method === "POST" && path === AUTHORIZE) answer = this.authorize(body);
+    else if (req.method === "POST" && revoke) answer = this.revoke(decodeURIComponent(revoke[1]!), body);
     else if (req.method === "GET" && path.startsWith(AUTHORIZE) && path.endsWith("/") && path.length > AUTHORIZE.length + 1) {
       answer = this.lookup(decodeURIComponent(path.slice(AUTHORIZE.length, -1)));
     } else answer = { status: 404, body: { detail: "Not Found" } };
@@ -201,6 +214,20 @@ export class GsapFake extends LoopbackFake {
         ctx.extra ?? {},
       ),
     };
+  }
+
+  private revoke(id: string, body: unknown): { status: number; body: Record<string, unknown> } {
+    const ctx = this.contexts.get(id);
+    if (!ctx) return { status: 404, body: { detail: "Access context not found" } };
+    ctx.status = "revoked";
+    const b = (body ?? {}) as Record<string, unknown>;
+    this.revocations.push({ contextId: id, reason: b.reason, delegationId: b.delegation_id, at: Date.now() });
+    return { status: 200, body: { context_id: id, status: "revoked" } };
+  }
+
+  /** Whether the fake has revoked this context. */
+  isRevoked(contextId: string): boolean {
+    return this.contexts.get(contextId)?.status === "revoked";
   }
 
   private authorize(body: unknown): { status: number; body: Record<string, unknown> } {

@@ -26,6 +26,10 @@ export interface TestBroker {
   connectGrpc: Client<typeof DelegationService>;
   /** Stops the broker (keeping the database) and starts a new one on it. */
   restart(overrides?: BrokerOverrides): Promise<void>;
+  /** Moves the broker's clock forward (retries, backoffs and expiry come due). */
+  advanceClock(ms: number): void;
+  /** Runs the background work the broker has now until it is done (see settle). */
+  settle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,7 +64,9 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     ...options.env,
   });
   const log = createLogger({ level: settings.logLevel });
-  let broker = await startBroker(settings, { log, ...options.overrides });
+  let offset = 0;
+  const clock = () => Date.now() + offset;
+  let broker = await startBroker(settings, { log, clock, ...options.overrides });
   const clients = () => {
     const grpc = new GrpcTestClient(`127.0.0.1:${broker.grpcPort}`);
     const web = `http://127.0.0.1:${broker.webPort}`;
@@ -82,9 +88,13 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     async restart(overrides) {
       t.grpc.close();
       await broker.stop();
-      broker = await startBroker(settings, { log, ...(overrides ?? options.overrides) });
+      broker = await startBroker(settings, { log, clock, ...(overrides ?? options.overrides) });
       Object.assign(t, { broker, ...clients() });
     },
+    advanceClock(ms) {
+      offset += ms;
+    },
+    settle: () => settle(t.broker),
     async close() {
       t.grpc.close();
       await broker.stop();
@@ -92,4 +102,22 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     },
   };
   return t;
+}
+
+/**
+ * Runs the broker's background work until what it has now is done: the log
+ * follower catches up, then the reconciler, the consequence workers and the
+ * audit outbox run a few rounds (work that fails stays pending, as in production).
+ */
+export async function settle(broker: Broker, rounds = 3): Promise<void> {
+  const b = broker.background;
+  for (let i = 0; i < rounds; i++) {
+    await broker.follower.catchUp();
+    for (const loop of [b.reconciler, b.expiry, b.idpCleanup, b.gsapRevoke, b.outboxLoop]) {
+      for (let n = 0; n < 100; n++) {
+        const run = await loop.runOnce().catch(() => undefined);
+        if (!run || run.skipped || !run.more) break;
+      }
+    }
+  }
 }

@@ -1,8 +1,7 @@
 /** In-process test doubles for the registrar and GSAP interfaces, with switchable failures. */
 import type { AuditSink } from "../../src/clients/chronicle/chronicle-client.js";
 import { createDevGsap } from "../../src/clients/gsap/dev-gsap.js";
-import { UpstreamError } from "../../src/clients/http/http-client.js";
-import { BrokerError } from "../../src/delegation/errors.js";
+import { UpstreamError } from "../../src/domain/index.js";
 import type { GsapClient } from "../../src/clients/gsap/gsap-client.js";
 import type { AgentRegistrar } from "../../src/registrars/registrar.js";
 import { createStubRegistrar } from "../../src/registrars/stub/stub-registrar.js";
@@ -29,10 +28,10 @@ export function flakyRegistrar() {
   return { registrar, state };
 }
 
-/** The dev GSAP whose delegated-context request can be made to fail. */
+/** The dev GSAP whose delegated-context request and revocation can be made to fail. */
 export function flakyGsap(ceiling = "CAP_MUTATE") {
   const inner = createDevGsap({ delegatorCeiling: ceiling });
-  const state = { failDelegate: false, requests: 0 };
+  const state = { failDelegate: false, failRevoke: false, requests: 0, revoked: [] as string[] };
   const gsap: GsapClient = {
     mode: "dev",
     describeDelegatorContext: (id, did) => inner.describeDelegatorContext(id, did),
@@ -40,6 +39,11 @@ export function flakyGsap(ceiling = "CAP_MUTATE") {
       state.requests++;
       if (state.failDelegate) throw new Error("GSAP answered 500");
       return inner.requestDelegatedContext(req);
+    },
+    async revokeContext(contextId, reason, options) {
+      if (state.failRevoke) throw new UpstreamError("gsap", "status", "gsap answered 503", { status: 503 });
+      state.revoked.push(contextId);
+      return inner.revokeContext(contextId, reason, options);
     },
     close: () => inner.close(),
   };
@@ -59,7 +63,9 @@ export function flakyAudit() {
     async deliver(e, cid) {
       state.attempts++;
       if (state.down) throw new UpstreamError("chronicle", "unreachable", "chronicle is unreachable (ECONNREFUSED)");
-      if (e.revision === state.refuseRevision) throw new BrokerError("FAILED_PRECONDITION", "CHRONICLE_REJECTED", "chronicle answered 400");
+      if (e.revision === state.refuseRevision) {
+        throw new UpstreamError("chronicle", "rejected", "chronicle answered 400", { status: 400, reason: "CHRONICLE_REJECTED" });
+      }
       state.delivered.push({ revision: e.revision, type: e.type, delegationId: e.delegation.id, cid });
     },
     async close() {},

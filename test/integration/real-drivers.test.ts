@@ -10,6 +10,7 @@ import { CommandDecision, DelegationState } from "../../src/gen/llmbroker/v1/del
 import { ALICE, BOB, type TestBroker, as, startTestBroker } from "../helpers/broker.js";
 import { DRIVERS } from "../helpers/databases.js";
 import { GSAP_TOKEN, type World, agentClients, startWorld } from "../helpers/real-world.js";
+import { eventContentId } from "../../src/clients/chronicle/chronicle-event.js";
 
 describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
   let world: World;
@@ -30,7 +31,7 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
 
   /** Lets the outbox deliver everything recorded so far. */
   const drained = async () => {
-    for (let i = 0; i < 50 && (await t.broker.store.auditBacklog()).pending > 0; i++) await t.broker.outbox.runOnce().catch(() => 0);
+    for (let i = 0; i < 50 && (await t.broker.store.auditBacklog()).pending > 0; i++) await t.broker.background.outboxLoop.runOnce().catch(() => 0);
     expect((await t.broker.store.auditBacklog()).pending).toBe(0);
   };
 
@@ -50,8 +51,11 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
     expect(d.delegatedAcId).toBe(c.delegatedAc!.contextId);
 
     await t.grpc.unary("revokeDelegation", { delegationId: d.delegationId }, as(ALICE));
-    await t.broker.cleanup.runOnce();
+    await t.settle();
     expect(world.keycloak.client(d.agentClientId)).toBeUndefined();
+    // The delegated context GSAP issued is revoked too, with the end reason.
+    const revoke = world.gsap.requestsOf("POST").find((r) => r.path === `/governance/authorize/${d.delegatedAcId}/revoke/`);
+    expect(revoke?.body).toMatchObject({ reason: "manual_revocation", delegation_id: d.delegationId });
 
     await drained();
     const mine = world.chronicle.received().filter((r) => JSON.stringify(r.body).includes(d.delegationId));
@@ -85,6 +89,7 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
     world.gsap.failNext(1, 500);
     const err = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE)).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);
+    await t.settle(); // the FAILED ending's consequence: the client is deleted
     expect(agentClients(world).length).toBe(before);
     await drained();
     expect(world.chronicle.received().at(-1)!.body.ref).toBe("refs/llm-broker/DELEGATION_FAILED");
@@ -95,9 +100,13 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
     world.gsap.malformNext("ceiling-above");
     const err = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-alice", scope: { capabilityCeiling: "CAP_READ" } }, as(ALICE)).catch((e) => e);
     expect(err.code).toBe(Code.Unavailable);
+    await t.settle();
     expect(agentClients(world).length).toBe(before);
     const active = await t.grpc.unary("listAgents", { pageSize: 500 }, as(ALICE));
     expect(active.delegations.every((d) => d.capabilityCeiling !== "CAP_ADMIN")).toBe(true);
+    // The context GSAP did issue in its rejected answer is revoked, not left valid.
+    const issued = [...world.gsap.issued.keys()].at(-1)!;
+    expect(world.gsap.isRevoked(issued)).toBe(true);
   });
 
   it("Keycloak timing out on create: DEADLINE_EXCEEDED or UNAVAILABLE, and no client survives", async () => {
@@ -105,8 +114,8 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
     const err = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE)).catch((e) => e);
     expect([Code.DeadlineExceeded, Code.Unavailable]).toContain(err.code);
     await new Promise((r) => setTimeout(r, 1700)); // let the late create land
-    await t.broker.cleanup.runOnce();
-    await t.broker.maintenance.runOnce(); // orphan sweep
+    await t.settle();
+    await t.broker.background.orphanSweep.runOnce();
     const active = new Set((await t.grpc.unary("listAgents", { pageSize: 500 })).delegations.map((d) => d.agentClientId));
     expect(agentClients(world).every((c) => active.has(c.clientId))).toBe(true);
   });
@@ -124,12 +133,14 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
       const err = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE)).catch((e) => e);
       expect(err.code).toBe(Code.Unavailable);
       await t.grpc.unary("revokeDelegation", { delegationId: c.delegation!.delegationId }, as(ALICE));
-      await t.broker.cleanup.runOnce();
-      expect((await t.broker.store.pendingCleanup(100)).map((d) => d.id)).toContain(c.delegation!.delegationId);
+      await t.settle();
+      const pending = await t.broker.store.dueRetries("idp_delete", Number.MAX_SAFE_INTEGER, 1000);
+      expect(pending.map((e) => e.delegationId)).toContain(c.delegation!.delegationId);
     } finally {
       await world.keycloak.acceptConnections();
     }
-    await t.broker.cleanup.runOnce();
+    t.advanceClock(10 * 60_000); // past the retry's backoff
+    await t.settle();
     expect(world.keycloak.client(c.delegation!.agentClientId)).toBeUndefined();
   });
 
@@ -138,7 +149,7 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
     const c = await t.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE));
     const r = await t.grpc.unary("authorizeCommand", { delegationId: c.delegation!.delegationId, command: "ls" }, as(ALICE));
     expect(r.decision).toBe(CommandDecision.ALLOW);
-    await t.broker.outbox.runOnce().catch(() => 0);
+    await t.broker.background.outboxLoop.runOnce().catch(() => 0);
     expect((await t.broker.store.auditBacklog()).pending).toBeGreaterThan(0);
     await world.chronicle.up();
     world.chronicle.failNext(1, 429);
@@ -151,6 +162,7 @@ describe.each(DRIVERS)("real drivers against fakes (%s)", (driver) => {
     const events = await t.broker.store.readEvents(0n, 10_000);
     const received = new Set(world.chronicle.received().map((r) => r.deliveryId));
     expect(events.length).toBeGreaterThan(5);
-    expect(events.filter((e) => !received.has(e.chronicleCid))).toEqual([]);
+    // Each event's content id is a function of the stored event.
+    expect(events.filter((e) => !received.has(eventContentId(e)))).toEqual([]);
   });
 });

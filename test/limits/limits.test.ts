@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDevGsap } from "../../src/clients/gsap/dev-gsap.js";
 import type { GsapClient } from "../../src/clients/gsap/gsap-client.js";
 import { loadSettings } from "../../src/config/settings.js";
-import { BrokerError } from "../../src/delegation/errors.js";
+import { BrokerError } from "../../src/domain/index.js";
 import { DelegationState, ErrorDetailSchema } from "../../src/gen/llmbroker/v1/delegation_pb.js";
 import { DelegationService } from "../../src/gen/llmbroker/v1/delegation_service_pb.js";
 import { createLogger } from "../../src/logging.js";
@@ -92,6 +92,7 @@ function slowGsap(): GsapClient {
       }
       return inner.requestDelegatedContext(req);
     },
+    revokeContext: (id, reason, options) => inner.revokeContext(id, reason, options),
     close: () => inner.close(),
   };
 }

@@ -6,11 +6,11 @@ import { inspect } from "node:util";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
 import { HttpClient } from "../../src/clients/http/http-client.js";
-import { BrokerError } from "../../src/delegation/errors.js";
 import { createLogger } from "../../src/logging.js";
 import { createEntraRegistrar } from "../../src/registrars/entra/entra-registrar.js";
 import type { AgentIdentity, AgentIdentityRef, AgentRegistrar, RegisterAgentRequest } from "../../src/registrars/registrar.js";
 import { type EntraFake, type EntraHarness, type EntraHarnessOptions, startEntraFake, startEntraHarness } from "../fakes/entra-fake.js";
+import { type Failure, asCaller, callerCode, isFailure } from "../helpers/caller-code.js";
 
 const open: { close(): Promise<void> }[] = [];
 
@@ -44,13 +44,13 @@ async function list(registrar: AgentRegistrar): Promise<AgentIdentityRef[]> {
   return out;
 }
 
-async function rejection(p: Promise<unknown>): Promise<BrokerError> {
+async function rejection(p: Promise<unknown>): Promise<Failure> {
   const err = await p.then(
     () => undefined,
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(BrokerError);
-  return err as BrokerError;
+  expect(isFailure(err)).toBe(true);
+  return err as Failure;
 }
 
 /** A token request to the fake's authority, as the agent would send it. */
@@ -151,7 +151,7 @@ describe("Entra registrar: application path", () => {
     const { registrar, fake } = await harness();
     fake.fail("createServicePrincipal", { status: 403 });
     const err = await rejection(registrar.registerAgent(request_()));
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("ENTRA_PERMISSION_DENIED");
     expect(err.metadata).toMatchObject({ status: "403", code: "Authorization_RequestDenied" });
     expect(fake.applications.size).toBe(0);
@@ -249,7 +249,7 @@ describe("Entra registrar: application path", () => {
 
     fake.fail("createApplication", { status: 500 });
     const err = await rejection(registrar.registerAgent(request_()));
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("ENTRA_UNAVAILABLE");
     expect(fake.calls("createApplication").map((r) => r.status)).toEqual([201, 500]);
   });
@@ -261,14 +261,14 @@ describe("Entra registrar: application path", () => {
     fake.fail("createApplication", { delayMs: 1_500 });
     const started = Date.now();
     const err = await rejection(registrar.registerAgent(request_()));
-    expect(err.code).toBe("DEADLINE_EXCEEDED");
+    expect(callerCode(err)).toBe("DEADLINE_EXCEEDED");
     expect(err.reason).toBe("ENTRA_TIMEOUT");
     expect(Date.now() - started).toBeLessThan(1_200);
 
     const cold = await harness({ httpOptions });
     cold.fake.fail("token", { delayMs: 1_500 });
     const err2 = await rejection(cold.registrar.registerAgent(request_()));
-    expect(err2.code).toBe("DEADLINE_EXCEEDED");
+    expect(callerCode(err2)).toBe("DEADLINE_EXCEEDED");
     expect(err2.reason).toBe("ENTRA_TIMEOUT");
     expect(cold.fake.calls("createApplication")).toHaveLength(0);
   });
@@ -279,7 +279,7 @@ describe("Entra registrar: application path", () => {
     await registrar.registerAgent(request_());
     await fake.refuse("graph");
     const err = await rejection(registrar.registerAgent(request_()));
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("ENTRA_UNAVAILABLE");
     await fake.accept("graph");
     await registrar.registerAgent(request_());
@@ -288,7 +288,7 @@ describe("Entra registrar: application path", () => {
     const cold = await harness({ httpOptions });
     await cold.fake.refuse("login");
     const err2 = await rejection(cold.registrar.registerAgent(request_()));
-    expect(err2.code).toBe("UNAVAILABLE");
+    expect(callerCode(err2)).toBe("UNAVAILABLE");
     expect(err2.reason).toBe("ENTRA_UNAVAILABLE");
     expect(err2.message).toContain("ECONNREFUSED");
   });
@@ -303,7 +303,7 @@ describe("Entra registrar: application path", () => {
     open.push(registrar);
 
     const err = await rejection(registrar.registerAgent(request_()));
-    expect(err.code).toBe("UNAVAILABLE");
+    expect(callerCode(err)).toBe("UNAVAILABLE");
     expect(err.reason).toBe("ENTRA_CREDENTIALS_REJECTED");
     expect(err.metadata).toMatchObject({ error: "invalid_client", aadsts: "7000215", status: "401" });
     expect(fake.calls("token").map((r) => r.status)).toEqual([401]);
@@ -319,12 +319,12 @@ describe("Entra registrar: application path", () => {
     const { registrar, fake } = await harness({ httpOptions: { timeoutMs: 1_000, maxRetries: 1, minBackoffMs: 10, maxBackoffMs: 50 } });
     fake.fail("token", { status: 429, retryAfter: "0" }, 10);
     const first = await rejection(registrar.registerAgent(request_()));
-    expect(first.code).toBe("UNAVAILABLE");
+    expect(callerCode(first)).toBe("UNAVAILABLE");
     expect(first.reason).toBe("ENTRA_UNAVAILABLE");
     expect(fake.calls("token")).toHaveLength(2); // HttpClient retried once
 
     const second = await rejection(registrar.registerAgent(request_()));
-    expect(second.code).toBe("UNAVAILABLE");
+    expect(callerCode(second)).toBe("UNAVAILABLE");
     expect(second.reason).toBe("ENTRA_THROTTLED");
     expect(fake.calls("token")).toHaveLength(2); // MSAL answered from its throttle cache
   });

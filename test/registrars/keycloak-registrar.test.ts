@@ -6,7 +6,6 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { HttpClient, type HttpClientOptions, UpstreamError } from "../../src/clients/http/http-client.js";
-import { BrokerError } from "../../src/delegation/errors.js";
 import { type Logger, createLogger } from "../../src/logging.js";
 import {
   GOVERNED_ATTRIBUTE,
@@ -16,6 +15,7 @@ import {
 } from "../../src/registrars/keycloak/keycloak-registrar.js";
 import type { AgentIdentity, RegisterAgentRequest } from "../../src/registrars/registrar.js";
 import { KeycloakFake, type KeycloakFakeOptions, parseSearchQuery, startKeycloakHarness } from "../fakes/keycloak-fake.js";
+import { type Failure, asCaller, callerCode, isFailure } from "../helpers/caller-code.js";
 
 const closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -76,12 +76,12 @@ function request(over: Partial<RegisterAgentRequest> = {}): RegisterAgentRequest
   };
 }
 
-/** The rejection of `p`, which must be a BrokerError. */
-async function failure(p: Promise<unknown>): Promise<BrokerError> {
+/** The rejection of `p`, which must be a BrokerError or an UpstreamError. */
+async function failure(p: Promise<unknown>): Promise<Failure> {
   try {
     await p;
   } catch (err) {
-    if (err instanceof BrokerError) return err;
+    if (isFailure(err)) return err;
     throw err;
   }
   throw new Error("expected a failure");
@@ -166,7 +166,7 @@ describe("the admin token", () => {
     const { fake, registrar } = await setup();
     fake.failNext("list", 401, { times: 5 });
     const err = await failure(collect(registrar.listAgents()));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_REJECTED" });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_REJECTED" });
     expect(err.message).toContain("401");
     expect(fake.requestsTo("token")).toHaveLength(2);
     expect(fake.requestsTo("list")).toHaveLength(2);
@@ -178,7 +178,7 @@ describe("the admin token", () => {
   ])("rejected for %s: UNAVAILABLE KEYCLOAK_CREDENTIALS_REJECTED, not retried, no secret in the message", async (_, extra, secret) => {
     const { fake, registrar } = await setup({ ...extra, adminClientSecret: secret });
     const err = await failure(registrar.registerAgent(request()));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_CREDENTIALS_REJECTED" });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_CREDENTIALS_REJECTED" });
     expect(err.message).toContain("401");
     expect(err.message).not.toContain(secret);
     expect(fake.requestsTo("token")).toHaveLength(1);
@@ -188,7 +188,7 @@ describe("the admin token", () => {
   it("without manage-clients: 403 becomes UNAVAILABLE KEYCLOAK_REJECTED naming the status", async () => {
     const { fake, registrar } = await setup({ fake: { adminRoles: ["view-clients"] } });
     const err = await failure(registrar.registerAgent(request()));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_REJECTED" });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_REJECTED" });
     expect(err.message).toContain("403");
     expect(err.message).toContain("manage-clients");
     expect(fake.clients()).toHaveLength(0);
@@ -264,7 +264,7 @@ describe("registerAgent", () => {
       attributes: { delegation_id: "del_SOMEONE_ELSE", [GOVERNED_ATTRIBUTE]: "true" },
     });
     const err = await failure(registrar.registerAgent(req));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_CLIENT_CONFLICT" });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_CLIENT_CONFLICT" });
     expect(fake.client(foreign.clientId)?.secret).toBe(foreign.secret);
     expect(fake.requestsTo("regenerateSecret")).toHaveLength(0);
   });
@@ -289,7 +289,7 @@ describe("registerAgent", () => {
     const { fake, registrar } = await setup();
     fake.failNext("create", 400, { body: { error: "invalid_input", error_description: "Invalid characters in clientId" } });
     const err = await failure(registrar.registerAgent(request()));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_REJECTED", metadata: { status: "400" } });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_REJECTED", metadata: { status: "400" } });
     expect(err.message).toContain("400");
     expect(err.message).toContain("Invalid characters in clientId");
   });
@@ -389,7 +389,7 @@ describe("transport failures", () => {
     fake.inject("list", { kind: "delay", ms: 1_000 }, 5);
     const err = await failure(collect(registrar.listAgents()));
     expect(err).toBeInstanceOf(UpstreamError);
-    expect(err).toMatchObject({ code: "DEADLINE_EXCEEDED", failure: "timeout" });
+    expect(asCaller(err)).toMatchObject({ code: "DEADLINE_EXCEEDED", failure: "timeout" });
     expect(fake.requestsTo("list")).toHaveLength(3); // a GET: retried twice
   });
 
@@ -397,7 +397,7 @@ describe("transport failures", () => {
     const { fake, registrar } = await setup();
     fake.inject("create", { kind: "delay", ms: 1_000 });
     const err = await failure(registrar.registerAgent(request()));
-    expect(err).toMatchObject({ code: "DEADLINE_EXCEEDED" });
+    expect(asCaller(err)).toMatchObject({ code: "DEADLINE_EXCEEDED" });
     expect(fake.requestsTo("create")).toHaveLength(1);
   });
 
@@ -406,7 +406,7 @@ describe("transport failures", () => {
     await fake.refuseConnections();
     const err = await failure(registrar.registerAgent(request()));
     expect(err).toBeInstanceOf(UpstreamError);
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_UNAVAILABLE", failure: "unreachable" });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_UNAVAILABLE", failure: "unreachable" });
   });
 
   it("a refused connection is retried even for create (the request never arrived)", async () => {
@@ -433,7 +433,7 @@ describe("transport failures", () => {
     const { fake, registrar } = await setup();
     fake.failNext("create", 500, { times: 3 });
     const err = await failure(registrar.registerAgent(request()));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_UNAVAILABLE", status: 500 });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_UNAVAILABLE", status: 500 });
     expect(fake.requestsTo("create")).toHaveLength(1);
   });
 
@@ -457,7 +457,7 @@ describe("transport failures", () => {
 
     fake.inject("create", { kind: "drop" });
     const err = await failure(registrar.registerAgent(request()));
-    expect(err).toMatchObject({ code: "UNAVAILABLE", failure: "unreachable" });
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", failure: "unreachable" });
     expect(fake.requestsTo("create")).toHaveLength(2); // one per registerAgent
   });
 });

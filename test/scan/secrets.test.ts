@@ -254,7 +254,7 @@ describe("secrets scan after a full scenario with the real drivers", () => {
     keep("replayed revoke", await t.grpc.unary("revokeDelegation", { delegationId: first.delegation!.delegationId, requestId: "rev-1" }, as(ALICE)));
     keep("revoke delegator context", await t.connect.revokeDelegatorContext({ delegatorAcId: "ac-bob", reason: "gsap_revoked" }));
     skewMs = 61_000;
-    expect(await t.broker.expiry.runOnce()).toBeGreaterThanOrEqual(1);
+    expect((await t.broker.background.expiry.runOnce()).done).toBeGreaterThanOrEqual(1);
     skewMs = 0;
 
     // ---- errors clients get ------------------------------------------------------------------
@@ -267,9 +267,9 @@ describe("secrets scan after a full scenario with the real drivers", () => {
     await failing("create, bad identity", t.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as("nope")));
 
     // ---- background work: identity cleanup, orphan sweep, audit delivery ------------------------
-    await t.broker.cleanup.runOnce();
-    await t.broker.maintenance.runOnce();
-    for (let i = 0; i < 50 && (await t.broker.store.auditBacklog()).pending > 0; i++) await t.broker.outbox.runOnce().catch(() => 0);
+    await t.settle();
+    await t.broker.background.orphanSweep.runOnce();
+    for (let i = 0; i < 50 && (await t.broker.store.auditBacklog()).pending > 0; i++) await t.broker.background.outboxLoop.runOnce().catch(() => 0);
     expect((await t.broker.store.auditBacklog()).pending).toBe(0);
 
     // ---- what the watchers see, from the first revision -------------------------------------------

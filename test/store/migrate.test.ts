@@ -15,7 +15,7 @@ import { DRIVERS, createTestDatabase, type Driver, type TestDatabase } from "../
 
 const INIT = "20261123000000_init";
 /** Every migration on disk, in order: the same list for both providers. */
-const ALL = ["20261123000000_init", "20261123010000_audit_outbox"];
+const ALL = ["20261123000000_init", "20261123010000_audit_outbox", "20261202000000_ending_path"];
 
 /** The checksum Prisma Migrate records: sha256 hex of the file's bytes. */
 function checksumOnDisk(driver: Driver, name: string): string {
@@ -81,6 +81,10 @@ describe.each(DRIVERS)("migrate on %s", (driver) => {
     // The migration itself ran: the tables exist and the log is seeded.
     const meta = await sql(driver, db!.url, `SELECT key, value FROM "broker_meta" ORDER BY key`);
     expect(meta.map((r) => [r.key, String(r.value)])).toEqual([
+      ["audit_rejected", "0"],
+      ["cursor:audit", "0"],
+      ["cursor:gsap_revoke", "0"],
+      ["cursor:idp_delete", "0"],
       ["pruned_through", "0"],
       ["revision", "0"],
     ]);
@@ -110,6 +114,54 @@ describe.each(DRIVERS)("migrate on %s", (driver) => {
        VALUES ('00000000-0000-0000-0000-000000000001', 'abc', CURRENT_TIMESTAMP, '29991231000000_future', 1)`,
     );
     await expect(migrate(db!.url)).rejects.toBeInstanceOf(MigrationError);
+  });
+
+  it("carries a database of the previous version over to the ending path without losing work", async () => {
+    const previous = "20261123010000_audit_outbox";
+    expect((await migrate(db!.url, { through: previous })).applied).toEqual([INIT, previous]);
+    const now = Date.now();
+    const row = (id: string, state: string, cleanup: boolean, delegatedAc: string, expireTime: number) =>
+      `('${id}', '${state}', 'claude-code', '', 'did:x:${id}', 'c-${id}', 'o-${id}', 'stub', 'did:web:a', 'ac-1', '${delegatedAc}', 'null',
+        'CAP_READ', '[]', '[]', ${driver === "sqlite" ? 1 : "TRUE"}, ${driver === "sqlite" ? 1 : "TRUE"}, 'x', 10, 0, 1, ${now}, ${now}, ${expireTime}, NULL, '', '',
+        ${cleanup ? (driver === "sqlite" ? 1 : "TRUE") : driver === "sqlite" ? 0 : "FALSE"})`;
+    await sql(
+      driver,
+      db!.url,
+      `INSERT INTO "delegations" VALUES
+         ${row("d_cleanup", "REVOKED", true, "ac-dev-1", now + 3600_000)},
+         ${row("d_done", "EXPIRED", false, "ac-dev-2", now - 1000)},
+         ${row("d_live_ctx", "REVOKED", false, "ac-dev-3", now + 3600_000)},
+         ${row("d_active", "ACTIVE", false, "ac-dev-4", now + 3600_000)}`,
+    );
+    // Five events: 1-2 delivered, 3 refused, 4-5 still pending at the upgrade.
+    const state = ["delivered", "delivered", "rejected", "pending", "pending"];
+    for (const [i, s] of state.entries()) {
+      await sql(
+        driver,
+        db!.url,
+        `INSERT INTO "delegation_events" (revision, delegation_id, delegator_did, type, event_time, reason, snapshot, audit_state)
+         VALUES (${i + 1}, 'd_active', 'did:web:a', 'CREATED', ${now}, 'created', '{}', '${s}')`,
+      );
+    }
+    await sql(driver, db!.url, `UPDATE "broker_meta" SET value = 5 WHERE key = 'revision'`);
+
+    expect((await migrate(db!.url)).applied).toEqual(["20261202000000_ending_path"]);
+    const store = await openStore(db!.url);
+    try {
+      // The identity awaiting deletion and the context of an ended, unexpired delegation became retries due now.
+      const idp = await store.dueRetries("idp_delete", now + 1, 10);
+      expect(idp.map((e) => e.delegationId)).toEqual(["d_cleanup"]);
+      const gsap = await store.dueRetries("gsap_revoke", now + 1, 10);
+      expect(gsap.map((e) => e.delegationId).sort()).toEqual(["d_cleanup", "d_live_ctx"]);
+      // Earlier endings are not done again from the log: the cursors start at the head.
+      expect((await store.pendingEndings("idp_delete", 10)).items).toEqual([]);
+      // Audit delivery resumes at the first event still pending; the refusal is counted.
+      expect(await store.auditCursor()).toBe(3n);
+      expect(await store.auditBacklog()).toMatchObject({ pending: 2, rejected: 1 });
+      expect((await store.pendingAudit(10)).map((p) => p.event.revision)).toEqual([4n, 5n]);
+    } finally {
+      await store.close();
+    }
   });
 
   it("openStore migrates by default, and not with migrate: false", async () => {

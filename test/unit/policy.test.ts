@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BrokerError } from "../../src/delegation/errors.js";
+import { BrokerError } from "../../src/domain/index.js";
 import {
   type DelegatorAuthority,
   MAX_RULE_LENGTH,

@@ -56,7 +56,12 @@ describe("loadSettings defaults", () => {
         sponsorId: "",
         purgeDeleted: false,
       },
-      gsap: { url: "http://localhost:8000", bearerToken: "", corpusEntryCid: "sha256:dev-jumphost" },
+      gsap: {
+        url: "http://localhost:8000",
+        bearerToken: "",
+        corpusEntryCid: "sha256:dev-jumphost",
+        revokePath: "/governance/authorize/{context_id}/revoke/",
+      },
       chronicle: { webhookUrl: "" },
       auditFailClosed: false,
       auditFailClosedTimeoutMs: 5000,
@@ -172,6 +177,19 @@ describe("loadSettings values", () => {
     expect(loadSettings({ DEFAULT_DELEGATION_TTL_MINUTES: "480" }).defaultTtlMs).toBe(480 * MIN);
     expect(loadSettings({ DEFAULT_MAX_COMMANDS: "10000" }).defaultMaxCommands).toBe(10_000);
   });
+});
+
+describe("GSAP_REVOKE_PATH", () => {
+  it("takes a path template with {context_id} once", () => {
+    expect(loadSettings({ GSAP_REVOKE_PATH: "/v2/contexts/{context_id}/revoke" }).gsap.revokePath).toBe("/v2/contexts/{context_id}/revoke");
+  });
+
+  it.each(["governance/{context_id}/revoke/", "/governance/revoke/", "/a/{context_id}/{context_id}/", "/a/{context_id}?x=1", "/a /{context_id}/"])(
+    "refuses %s, naming the variable",
+    (value) => {
+      expect(() => loadSettings({ GSAP_REVOKE_PATH: value })).toThrow(/GSAP_REVOKE_PATH/);
+    },
+  );
 });
 
 describe("loadSettings errors name the variable", () => {

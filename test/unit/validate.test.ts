@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BrokerError } from "../../src/delegation/errors.js";
+import { BrokerError } from "../../src/domain/index.js";
 import * as v from "../../src/delegation/validate.js";
 
 /** Asserts `fn` throws INVALID_ARGUMENT naming `field`; returns the message. */

@@ -7,7 +7,7 @@
  * so the id computed when the event is written equals the one delivered.
  */
 import { createHash } from "node:crypto";
-import type { Delegation, DelegationEvent, EventType } from "../../delegation/model.js";
+import type { Delegation, DelegationEvent, EventType } from "../../domain/index.js";
 
 /** Event codes: the prototype's three, and the ones it lacked. */
 export const CHRONICLE_CODES: Record<EventType, string> = {

@@ -9,10 +9,10 @@
  * refused connections are UpstreamErrors (try again later); any other 4xx is
  * a permanent rejection, CHRONICLE_REJECTED, for the outbox to decide about.
  */
-import { BrokerError } from "../../delegation/errors.js";
-import type { DelegationEvent } from "../../delegation/model.js";
+import { BrokerError, UpstreamError } from "../../domain/index.js";
+import type { DelegationEvent } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
-import { HttpClient, UpstreamError } from "../http/http-client.js";
+import { HttpClient } from "../http/http-client.js";
 import type { AuditSink } from "./chronicle-client.js";
 import { chroniclePayload, contentId, webhookBody } from "./chronicle-event.js";
 
@@ -38,13 +38,13 @@ export function createChronicleSink(options: ChronicleSinkOptions): AuditSink {
   return {
     mode: "chronicle",
 
-    async deliver(event: DelegationEvent, cid: string): Promise<void> {
+    async deliver(event: DelegationEvent, stored: string): Promise<void> {
       const payload = chroniclePayload(event.type, event.delegation, event.eventTime, event.reason, event.revision);
-      // The cid was computed when the event was written; a different one here means the
-      // outbox paired an event with another's id, and Chronicle would de-duplicate wrongly.
-      const actual = contentId(payload);
-      if (actual !== cid) {
-        throw new BrokerError("INTERNAL", "CHRONICLE_CID_MISMATCH", `event ${event.revision} has content id ${actual}, not ${cid}`, {
+      // A cid stored with the event (CREATED) that differs from the one computed here means
+      // the outbox paired an event with another's id, and Chronicle would de-duplicate wrongly.
+      const cid = contentId(payload);
+      if (stored !== "" && stored !== cid) {
+        throw new BrokerError("INTERNAL", "CHRONICLE_CID_MISMATCH", `event ${event.revision} has content id ${cid}, not ${stored}`, {
           metadata: { revision: event.revision.toString() },
         });
       }
@@ -64,14 +64,13 @@ export function createChronicleSink(options: ChronicleSinkOptions): AuditSink {
       if (res.status >= 400 && res.status <= 499 && res.status !== 408) {
         const detail = res.text.replace(/[\u0000-\u001f\u007f]+/g, " ").trim().slice(0, MAX_DETAIL);
         log?.warn({ system: "chronicle", cid, status: res.status, detail }, "Chronicle rejected an audit event");
-        throw new BrokerError(
-          "FAILED_PRECONDITION",
-          "CHRONICLE_REJECTED",
-          `Chronicle rejected event ${cid} (${res.status})${detail ? `: ${detail}` : ""}`,
-          { metadata: { system: "chronicle", status: String(res.status), cid } },
-        );
+        throw new UpstreamError("chronicle", "rejected", `Chronicle rejected event ${cid} (${res.status})${detail ? `: ${detail}` : ""}`, {
+          status: res.status,
+          reason: "CHRONICLE_REJECTED",
+          metadata: { cid },
+        });
       }
-      throw new UpstreamError("chronicle", "status", `chronicle answered ${res.status}`, res.status);
+      throw new UpstreamError("chronicle", "status", `chronicle answered ${res.status}`, { status: res.status });
     },
 
     async close() {

@@ -3,17 +3,19 @@
  * event by writing it to the service log with the Chronicle code and content
  * id it would carry. It is fed by the same outbox as the Chronicle driver.
  */
-import type { DelegationEvent } from "../../delegation/model.js";
+import type { DelegationEvent } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
 import type { AuditSink } from "./chronicle-client.js";
-import { chroniclePayload } from "./chronicle-event.js";
+import { chroniclePayload, contentId } from "./chronicle-event.js";
 
 /** Creates the log sink. */
 export function createLogAuditSink(log: Logger): AuditSink {
   return {
     mode: "log",
-    async deliver(e: DelegationEvent, cid: string) {
+    async deliver(e: DelegationEvent, stored: string) {
+      if (!log.isLevelEnabled("info")) return;
       const p = chroniclePayload(e.type, e.delegation, e.eventTime, e.reason, e.revision);
+      const cid = stored || contentId(p);
       log.info({ audit: true, kind: p.kind, code: p.body.event_code, cid, revision: e.revision.toString(), delegationId: e.delegation.id, reason: e.reason }, "audit event");
     },
     async close() {},

@@ -1,8 +1,9 @@
 /**
- * The GSAP governance broker, as the delegation use cases need it: what a
- * delegator's access context allows, and a delegated context for the agent.
+ * The GSAP governance broker, as the broker needs it: what a delegator's
+ * access context allows, a delegated context for the agent, and the
+ * revocation of that context when the delegation ends.
  */
-import type { DelegatedContext } from "../../delegation/model.js";
+import type { DelegatedContext } from "../../domain/index.js";
 
 /** The delegator's own access context as GSAP knows it. */
 export interface DelegatorContext {
@@ -27,5 +28,11 @@ export interface GsapClient {
   describeDelegatorContext(contextId: string, delegatorDid: string): Promise<DelegatorContext>;
   /** Obtains the delegated access context on the agent's behalf. */
   requestDelegatedContext(request: DelegatedContextRequest): Promise<DelegatedContext>;
+  /**
+   * Revokes a delegated context the broker obtained, because its delegation
+   * ended (`reason` is the end reason). Idempotent: a context GSAP no longer
+   * knows counts as revoked. Throws an UpstreamError that says whether to retry.
+   */
+  revokeContext(contextId: string, reason: string, options?: { delegationId?: string }): Promise<void>;
   close(): Promise<void>;
 }

@@ -6,6 +6,12 @@
  * - The agent's context: POST {url}/governance/authorize/ with the prototype's
  *   on_behalf_of body, plus what GSAP needs to narrow it (delegator_ac_id,
  *   capability_ceiling, ttl_seconds).
+ * - Its revocation when the delegation ends: POST {url}{revokePath} with
+ *   {"reason", "delegation_id"}; the path template (GSAP_REVOKE_PATH, by
+ *   default /governance/authorize/{context_id}/revoke/) is the broker's
+ *   assumption about GSAP's API, which the prototype never called. 2xx and
+ *   404 mean done; 5xx, 429 and timeouts are retried by the caller; another
+ *   4xx is a refusal for good.
  *
  * Every answer is validated before the broker relies on it (see
  * `parseDelegatorContext` and `parseDelegatedContext` for the contract); an
@@ -13,9 +19,9 @@
  * stored. The bearer token is sent in the Authorization header only: it is
  * never part of an error, a log line or an echoed GSAP message.
  */
-import type { DelegatedContext } from "../../delegation/model.js";
-import { BrokerError } from "../../delegation/errors.js";
-import { HttpClient, type HttpResponse, UpstreamError } from "../http/http-client.js";
+import type { DelegatedContext } from "../../domain/index.js";
+import { BrokerError, UpstreamError } from "../../domain/index.js";
+import { HttpClient, type HttpResponse } from "../http/http-client.js";
 import type { Logger } from "../../logging.js";
 import type { DelegatedContextRequest, DelegatorContext, GsapClient } from "./gsap-client.js";
 
@@ -30,9 +36,17 @@ export interface HttpGsapOptions {
   capabilityOrder: string[];
   /** By default, an HttpClient of its own named "gsap". The driver owns it: close() closes it. */
   http?: HttpClient;
+  /**
+   * Where a delegated context is revoked, relative to `url`; `{context_id}` is
+   * replaced by the (URL-encoded) context id. By default, DEFAULT_REVOKE_PATH.
+   */
+  revokePath?: string;
   /** By default, nothing is logged. */
   log?: Logger;
 }
+
+/** The broker's assumption about GSAP's revocation endpoint (GSAP_REVOKE_PATH). */
+export const DEFAULT_REVOKE_PATH = "/governance/authorize/{context_id}/revoke/";
 
 /**
  * The statuses of a delegator context that may be delegated from. GSAP calls a
@@ -60,18 +74,24 @@ export function createHttpGsap(options: HttpGsapOptions): GsapClient {
   const http = options.http ?? new HttpClient({ system: "gsap" });
   const log = options.log;
   const auth = { authorization: `Bearer ${token}` };
+  const revokePath = options.revokePath ?? DEFAULT_REVOKE_PATH;
 
   const credentialsRejected = (status: number) => {
     log?.error({ system: "gsap", status }, "GSAP rejected the broker's bearer token");
-    return new BrokerError("UNAVAILABLE", "GSAP_CREDENTIALS_REJECTED", `GSAP broker rejected the broker's credentials (${status})`, {
-      metadata: { system: "gsap", status: String(status) },
+    return new UpstreamError("gsap", "credentials", `GSAP broker rejected the broker's credentials (${status})`, {
+      status,
+      reason: "GSAP_CREDENTIALS_REJECTED",
     });
   };
 
-  // A rejected POST answer may name a context GSAP did issue: log its id so an operator can revoke it.
+  // A rejected POST answer may name a context GSAP did issue: the error carries its id
+  // (metadata context_id), so the failed creation revokes it.
   const malformed = (res: HttpResponse, what: string, contextId?: string) => {
     log?.warn({ system: "gsap", status: res.status, problem: what, ...(contextId ? { contextId } : {}) }, "GSAP answer rejected");
-    return new UpstreamError("gsap", "malformed", `gsap answered ${res.status} with ${what}`, res.status);
+    return new UpstreamError("gsap", "malformed", `gsap answered ${res.status} with ${what}`, {
+      status: res.status,
+      ...(contextId ? { metadata: { context_id: contextId } } : {}),
+    });
   };
 
   const jsonObject = (res: HttpResponse): Record<string, unknown> => {
@@ -139,6 +159,32 @@ export function createHttpGsap(options: HttpGsapOptions): GsapClient {
       const ctx = parseDelegatedContext(answer, req, order, (what) => malformed(res, what, issued));
       log?.info({ system: "gsap", delegationId: req.delegationId, contextId: ctx.contextId }, "delegated access context issued");
       return ctx;
+    },
+
+    async revokeContext(contextId: string, reason: string, revokeOptions: { delegationId?: string } = {}): Promise<void> {
+      if (contextId === "" || /^(\.|%2e){1,2}$/i.test(contextId)) {
+        throw new UpstreamError("gsap", "rejected", "refusing to revoke an empty or relative context id", { reason: "GSAP_REJECTED" });
+      }
+      const path = revokePath.replace("{context_id}", encodeURIComponent(contextId));
+      // Revoking twice is harmless, so timeouts and 5xx are repeated here and by the caller's backoff.
+      const res = await http.send({
+        method: "POST",
+        url: `${base}${path}`,
+        headers: auth,
+        json: { reason, delegation_id: revokeOptions.delegationId ?? "" },
+        idempotent: true,
+      });
+      if ((res.status >= 200 && res.status <= 299) || res.status === 404) {
+        log?.info({ system: "gsap", contextId, reason, status: res.status }, res.status === 404 ? "GSAP no longer knows the delegated context" : "delegated context revoked");
+        return;
+      }
+      if (res.status === 401 || res.status === 403) throw credentialsRejected(res.status);
+      if (res.status === 408) throw unexpectedStatus(res);
+      const detail = errorDetail(res.text, token);
+      throw new UpstreamError("gsap", "rejected", `GSAP refused to revoke context ${contextId} (${res.status})${detail ? `: ${detail}` : ""}`, {
+        status: res.status,
+        reason: "GSAP_REVOKE_REJECTED",
+      });
     },
 
     async close() {
@@ -244,7 +290,7 @@ function notActive(): BrokerError {
 }
 
 function unexpectedStatus(res: HttpResponse): UpstreamError {
-  return new UpstreamError("gsap", "status", `gsap answered ${res.status}`, res.status);
+  return new UpstreamError("gsap", "status", `gsap answered ${res.status}`, { status: res.status });
 }
 
 /** Whether an optional field is given: FastAPI writes an absent optional field as null. */

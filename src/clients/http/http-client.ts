@@ -9,34 +9,15 @@
  *   refused, or 429 Too Many Requests);
  * - 429 and 503 honour Retry-After (seconds or HTTP date), capped;
  * - backoff is exponential with full jitter;
- * - failures are UpstreamErrors, which the server maps to UNAVAILABLE or
- *   DEADLINE_EXCEEDED. 4xx answers are returned for the driver to interpret.
+ * - failures are UpstreamErrors (the domain's type: system, failure,
+ *   retryable); 4xx answers are returned for the driver to interpret.
  */
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import { Agent, type Dispatcher, request } from "undici";
-import { BrokerError } from "../../delegation/errors.js";
+import { UpstreamError } from "../../domain/index.js";
 
-export type UpstreamFailure = "timeout" | "unreachable" | "status" | "malformed";
-
-/** A failed call to an external system. The message names the system, never secrets. */
-export class UpstreamError extends BrokerError {
-  override name = "UpstreamError";
-  constructor(
-    readonly system: string,
-    readonly failure: UpstreamFailure,
-    message: string,
-    readonly status?: number,
-    cause?: unknown,
-  ) {
-    super(
-      failure === "timeout" ? "DEADLINE_EXCEEDED" : "UNAVAILABLE",
-      `${system.toUpperCase()}_${failure === "timeout" ? "TIMEOUT" : "UNAVAILABLE"}`,
-      message,
-      { cause, metadata: { system, ...(status ? { status: String(status) } : {}) } },
-    );
-  }
-}
+export { UpstreamError };
 
 export interface HttpClientOptions {
   /** Names the system in errors and logs: keycloak, graph, gsap, chronicle. */
@@ -194,20 +175,20 @@ export class HttpClient {
         const response: HttpResponse = { status: res.statusCode, headers: flatHeaders(res.headers), text };
         if (!RETRY_STATUS.has(res.statusCode)) return response;
         lastRetryable = response;
-        last = new UpstreamError(this.system, "status", `${this.system} answered ${res.statusCode}`, res.statusCode);
+        last = new UpstreamError(this.system, "status", `${this.system} answered ${res.statusCode}`, { status: res.statusCode });
         // 429 means "not processed": repeatable whatever the method. 5xx only when idempotent.
         if (!(idempotent || res.statusCode === 429)) break;
         waitMs = retryAfterMs(response.headers["retry-after"]);
       } catch (err) {
         const code = errorCode(err);
         if (isTimeout(err)) {
-          last = new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${timeout} ms`, undefined, err);
+          last = new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${timeout} ms`, { cause: err });
           if (!idempotent) break;
         } else if (NETWORK.has(code)) {
-          last = new UpstreamError(this.system, "unreachable", `${this.system} is unreachable (${code})`, undefined, err);
+          last = new UpstreamError(this.system, "unreachable", `${this.system} is unreachable (${code})`, { cause: err });
           if (!(idempotent || NOT_SENT.has(code))) break;
         } else {
-          throw new UpstreamError(this.system, "unreachable", `${this.system} request failed`, undefined, err);
+          throw new UpstreamError(this.system, "unreachable", `${this.system} request failed`, { cause: err });
         }
       }
       if (attempt >= this.maxRetries) break;
@@ -226,7 +207,7 @@ export class HttpClient {
     try {
       return JSON.parse(res.text) as T;
     } catch (err) {
-      throw new UpstreamError(this.system, "malformed", `${this.system} answered ${res.status} with a body that is not JSON`, res.status, err);
+      throw new UpstreamError(this.system, "malformed", `${this.system} answered ${res.status} with a body that is not JSON`, { status: res.status, cause: err });
     }
   }
 

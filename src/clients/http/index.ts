@@ -1,2 +1,2 @@
 export { HttpClient, UpstreamError, httpOptionsFrom, retryAfterMs } from "./http-client.js";
-export type { HttpClientOptions, HttpRequest, HttpResponse, UpstreamFailure } from "./http-client.js";
+export type { HttpClientOptions, HttpRequest, HttpResponse } from "./http-client.js";

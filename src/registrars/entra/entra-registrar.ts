@@ -34,9 +34,9 @@ import {
   type NetworkRequestOptions,
   type NetworkResponse,
 } from "@azure/msal-node";
-import { HttpClient, UpstreamError } from "../../clients/http/http-client.js";
+import { HttpClient } from "../../clients/http/http-client.js";
 import type { HttpClientOptions, HttpRequest, HttpResponse } from "../../clients/http/http-client.js";
-import { BrokerError } from "../../delegation/errors.js";
+import { BrokerError, UpstreamError } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
 import type { AgentIdentity, AgentIdentityRef, AgentRegistrar, RegisterAgentRequest } from "../registrar.js";
 
@@ -259,7 +259,7 @@ class EntraRegistrar implements AgentRegistrar {
       const result = await this.attempts.run(attempt, () =>
         this.msal.acquireTokenByClientCredential({ scopes: this.scopes, skipCache: fresh }),
       );
-      if (!result?.accessToken) throw new BrokerError("UNAVAILABLE", "ENTRA_TOKEN_UNAVAILABLE", "Entra returned no access token");
+      if (!result?.accessToken) throw new UpstreamError("entra", "malformed", "Entra returned no access token", { reason: "ENTRA_TOKEN_UNAVAILABLE" });
       return result.accessToken;
     } catch (err) {
       throw tokenError(err, attempt.failure);
@@ -292,7 +292,7 @@ class EntraRegistrar implements AgentRegistrar {
   private object(res: HttpResponse, operation: string): DirectoryObject {
     const body = this.http.json<Partial<DirectoryObject>>(res);
     if (typeof body.id !== "string" || typeof body.appId !== "string") {
-      throw new UpstreamError("entra", "malformed", `Graph's answer to ${operation} has no id/appId`, res.status);
+      throw new UpstreamError("entra", "malformed", `Graph's answer to ${operation} has no id/appId`, { status: res.status });
     }
     return body as DirectoryObject;
   }
@@ -342,7 +342,7 @@ class EntraRegistrar implements AgentRegistrar {
       if (passwordRes.status !== 200) throw graphError("add password", passwordRes);
       const secretText = this.http.json<{ secretText?: unknown }>(passwordRes).secretText;
       if (typeof secretText !== "string" || secretText === "") {
-        throw new UpstreamError("entra", "malformed", "Graph's answer to add password has no secretText", passwordRes.status);
+        throw new UpstreamError("entra", "malformed", "Graph's answer to add password has no secretText", { status: passwordRes.status });
       }
 
       const spRes = await this.untilReplicated(
@@ -429,7 +429,7 @@ class EntraRegistrar implements AgentRegistrar {
       if (!next) return;
       // The bearer token goes only to Graph.
       if (!next.startsWith(`${this.graphUrl}/`)) {
-        throw new UpstreamError("entra", "malformed", "Graph's @odata.nextLink points outside the Graph URL", res.status);
+        throw new UpstreamError("entra", "malformed", "Graph's @odata.nextLink points outside the Graph URL", { status: res.status });
       }
       url = next;
     }
@@ -468,48 +468,60 @@ function graphCode(res: HttpResponse): string {
 }
 
 /** A Graph answer the driver cannot accept, by status and code. */
-function graphError(operation: string, res: HttpResponse): BrokerError {
+function graphError(operation: string, res: HttpResponse): UpstreamError {
   const body = graphBody(res);
   const code = body.error?.code ?? "";
-  const metadata: Record<string, string> = { system: "entra", operation, status: String(res.status) };
+  const metadata: Record<string, string> = { operation };
   if (code) metadata.code = code;
   const requestId = body.error?.innerError?.["request-id"];
   if (requestId) metadata.request_id = requestId;
   const what = `${res.status}${code ? ` ${code}` : ""}`;
   if (res.status === 401) {
-    return new BrokerError("UNAVAILABLE", "ENTRA_CREDENTIALS_REJECTED", `Graph refused the broker's token to ${operation} (${what})`, { metadata });
+    const reason = "ENTRA_CREDENTIALS_REJECTED";
+    return new UpstreamError("entra", "credentials", `Graph refused the broker's token to ${operation} (${what})`, { status: res.status, reason, metadata });
   }
   if (res.status === 403) {
-    return new BrokerError("UNAVAILABLE", "ENTRA_PERMISSION_DENIED", `the broker's Entra application may not ${operation} (${what})`, { metadata });
+    const reason = "ENTRA_PERMISSION_DENIED";
+    return new UpstreamError("entra", "credentials", `the broker's Entra application may not ${operation} (${what})`, { status: res.status, reason, metadata });
   }
-  return new BrokerError("UNAVAILABLE", "ENTRA_REJECTED", `Graph answered ${what} to ${operation}`, { metadata });
+  const failure = res.status >= 500 || res.status === 429 ? "status" : "rejected";
+  return new UpstreamError("entra", failure, `Graph answered ${what} to ${operation}`, { status: res.status, reason: "ENTRA_REJECTED", metadata });
 }
 
 /** Maps a failed token acquisition; the messages name codes, never the secret. */
-function tokenError(err: unknown, transportFailure: unknown): BrokerError {
-  if (err instanceof BrokerError) return err;
+function tokenError(err: unknown, transportFailure: unknown): UpstreamError {
+  if (err instanceof UpstreamError) return err;
   // MSAL reports a failed request as network_error / openid_config_error; the cause is ours.
-  if (transportFailure instanceof BrokerError) return transportFailure;
+  if (transportFailure instanceof UpstreamError) return transportFailure;
   if (err instanceof ServerError) {
-    const metadata: Record<string, string> = { system: "entra" };
+    const metadata: Record<string, string> = {};
     if (err.errorCode) metadata.error = err.errorCode;
     if (err.errorNo) metadata.aadsts = String(err.errorNo); // typed string, a JSON number at run time
     if (err.status !== undefined) metadata.status = String(err.status);
     if (err.status === undefined) {
       // MSAL's throttle cache answered without asking: Entra said to back off (429/5xx, Retry-After).
-      return new BrokerError("UNAVAILABLE", "ENTRA_THROTTLED", "Entra token requests are paused after Entra asked the broker to back off", { metadata, cause: err });
+      return new UpstreamError("entra", "status", "Entra token requests are paused after Entra asked the broker to back off", {
+        reason: "ENTRA_THROTTLED",
+        metadata,
+        cause: err,
+      });
     }
     if (err.status === 429 || err.status >= 500) {
-      return new BrokerError("UNAVAILABLE", "ENTRA_UNAVAILABLE", `Entra's token endpoint answered ${err.status}`, { metadata, cause: err });
+      return new UpstreamError("entra", "status", `Entra's token endpoint answered ${err.status}`, { reason: "ENTRA_UNAVAILABLE", metadata, cause: err });
     }
     if (CREDENTIAL_ERRORS.has(err.errorCode) || (err.status >= 400 && err.status < 500)) {
       const aadsts = err.errorNo ? `, AADSTS${err.errorNo}` : "";
-      return new BrokerError("UNAVAILABLE", "ENTRA_CREDENTIALS_REJECTED", `Entra rejected the broker's client credentials (${err.errorCode}${aadsts})`, { metadata, cause: err });
+      return new UpstreamError("entra", "credentials", `Entra rejected the broker's client credentials (${err.errorCode}${aadsts})`, {
+        reason: "ENTRA_CREDENTIALS_REJECTED",
+        metadata,
+        cause: err,
+      });
     }
   }
   const code = err instanceof AuthError ? err.errorCode : "unknown";
-  return new BrokerError("UNAVAILABLE", "ENTRA_TOKEN_UNAVAILABLE", `could not obtain an Entra token (${code})`, {
-    metadata: { system: "entra", error: code },
+  return new UpstreamError("entra", "unreachable", `could not obtain an Entra token (${code})`, {
+    reason: "ENTRA_TOKEN_UNAVAILABLE",
+    metadata: { error: code },
     cause: err,
   });
 }

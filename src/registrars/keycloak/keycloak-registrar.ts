@@ -7,9 +7,9 @@
  * this file decides what each answer means. Secrets (the broker's and the
  * agents') never enter an error message or a log line.
  */
-import { HttpClient, UpstreamError } from "../../clients/http/http-client.js";
+import { HttpClient } from "../../clients/http/http-client.js";
 import type { HttpClientOptions, HttpResponse } from "../../clients/http/http-client.js";
-import { BrokerError, invalidArgument } from "../../delegation/errors.js";
+import { BrokerError, invalidArgument, UpstreamError } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
 import type { AgentIdentity, AgentIdentityRef, AgentRegistrar, RegisterAgentRequest } from "../registrar.js";
 
@@ -117,7 +117,7 @@ class KeycloakRegistrar implements AgentRegistrar {
     if (res.status === 201) {
       const objectId = idFromLocation(res.headers.location);
       if (!objectId) {
-        throw new UpstreamError(SYSTEM, "malformed", `keycloak created client ${clientId} but sent no usable Location header`, res.status);
+        throw new UpstreamError(SYSTEM, "malformed", `keycloak created client ${clientId} but sent no usable Location header`, { status: res.status });
       }
       const clientSecret = await this.clientSecret(objectId, "GET", clientId);
       this.log?.info({ delegationId: req.delegationId, clientId, objectId }, "keycloak: registered agent client");
@@ -135,18 +135,17 @@ class KeycloakRegistrar implements AgentRegistrar {
   private async adopt(req: RegisterAgentRequest, clientId: string): Promise<AgentIdentity> {
     const existing = await this.findByClientId(clientId);
     if (!existing?.id) {
-      throw new BrokerError("UNAVAILABLE", "KEYCLOAK_REJECTED", `keycloak reported client ${clientId} as existing but does not list it; retry`, {
-        metadata: { system: SYSTEM, status: "409" },
+      throw new UpstreamError(SYSTEM, "status", `keycloak reported client ${clientId} as existing but does not list it; retry`, {
+        status: 409,
+        reason: "KEYCLOAK_REJECTED",
       });
     }
     const owner = existing.attributes?.delegation_id;
     if (owner !== req.delegationId) {
-      throw new BrokerError(
-        "UNAVAILABLE",
-        "KEYCLOAK_CLIENT_CONFLICT",
-        `keycloak client ${clientId} already exists and is not this delegation's; it was left untouched`,
-        { metadata: { system: SYSTEM, client_id: clientId } },
-      );
+      throw new UpstreamError(SYSTEM, "rejected", `keycloak client ${clientId} already exists and is not this delegation's; it was left untouched`, {
+        reason: "KEYCLOAK_CLIENT_CONFLICT",
+        metadata: { client_id: clientId },
+      });
     }
     const clientSecret = await this.clientSecret(existing.id, "POST", clientId);
     this.log?.warn(
@@ -164,7 +163,7 @@ class KeycloakRegistrar implements AgentRegistrar {
     if (res.status !== 200) throw this.rejected(res, what);
     const body = this.http.json<{ value?: unknown }>(res);
     if (typeof body?.value !== "string" || body.value === "") {
-      throw new UpstreamError(SYSTEM, "malformed", `keycloak answered ${what} without a secret`, res.status);
+      throw new UpstreamError(SYSTEM, "malformed", `keycloak answered ${what} without a secret`, { status: res.status });
     }
     return body.value;
   }
@@ -244,7 +243,7 @@ class KeycloakRegistrar implements AgentRegistrar {
     const res = await this.admin({ method: "GET", path: `/clients?${query}` }, what);
     if (res.status !== 200) throw this.rejected(res, what);
     const body = this.http.json<unknown>(res);
-    if (!Array.isArray(body)) throw new UpstreamError(SYSTEM, "malformed", `keycloak answered ${what} with something other than a list`, res.status);
+    if (!Array.isArray(body)) throw new UpstreamError(SYSTEM, "malformed", `keycloak answered ${what} with something other than a list`, { status: res.status });
     return body.filter((c): c is ClientRepresentation => typeof c === "object" && c !== null);
   }
 
@@ -272,8 +271,9 @@ class KeycloakRegistrar implements AgentRegistrar {
     this.dropToken(first);
     const retry = await send(await this.adminToken());
     if (retry.status === 401) {
-      throw new BrokerError("UNAVAILABLE", "KEYCLOAK_REJECTED", `keycloak answered 401 to ${what} with a freshly issued admin token`, {
-        metadata: { system: SYSTEM, status: "401" },
+      throw new UpstreamError(SYSTEM, "credentials", `keycloak answered 401 to ${what} with a freshly issued admin token`, {
+        status: 401,
+        reason: "KEYCLOAK_REJECTED",
       });
     }
     return retry;
@@ -310,7 +310,7 @@ class KeycloakRegistrar implements AgentRegistrar {
     if (res.status === 200) {
       const body = this.http.json<{ access_token?: unknown; expires_in?: unknown }>(res);
       if (typeof body?.access_token !== "string" || body.access_token === "") {
-        throw new UpstreamError(SYSTEM, "malformed", "keycloak's token endpoint answered 200 without an access_token", res.status);
+        throw new UpstreamError(SYSTEM, "malformed", "keycloak's token endpoint answered 200 without an access_token", { status: res.status });
       }
       const expiresIn = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;
       const token = { value: body.access_token, renewAt: sentAt + expiresIn * 1000 - tokenRenewalMarginMs(expiresIn) };
@@ -322,27 +322,30 @@ class KeycloakRegistrar implements AgentRegistrar {
     // Keycloak says unauthorized_client for a wrong or missing secret and
     // invalid_client for an unknown or disabled client: both are bad credentials.
     if (res.status === 401 || error === "invalid_client" || error === "unauthorized_client") {
-      throw new BrokerError(
-        "UNAVAILABLE",
-        "KEYCLOAK_CREDENTIALS_REJECTED",
+      throw new UpstreamError(
+        SYSTEM,
+        "credentials",
         `keycloak rejected the broker's admin client credentials (client ${this.options.adminClientId}, realm ${this.options.realm}): ` +
           `${res.status}${error ? ` ${this.scrub(error)}` : ""}`,
-        { metadata: { system: SYSTEM, status: String(res.status) } },
+        { status: res.status, reason: "KEYCLOAK_CREDENTIALS_REJECTED" },
       );
     }
     throw this.rejected(res, "the admin token request");
   }
 
-  /** An answer this driver has no use for: UNAVAILABLE with the status and Keycloak's own words. */
-  private rejected(res: HttpResponse, what: string): BrokerError {
+  /**
+   * An answer this driver has no use for, with the status and Keycloak's own
+   * words. 401/403 are the broker's own credentials or roles (retryable once an
+   * operator fixes them); another 4xx refuses this request for good.
+   */
+  private rejected(res: HttpResponse, what: string): UpstreamError {
     const said = keycloakMessage(res);
     const hint = res.status === 403 ? " (the broker's service account needs the realm-management role manage-clients)" : "";
-    return new BrokerError(
-      "UNAVAILABLE",
-      "KEYCLOAK_REJECTED",
-      `keycloak answered ${res.status} to ${what}${said ? `: ${this.scrub(said)}` : ""}${hint}`,
-      { metadata: { system: SYSTEM, status: String(res.status) } },
-    );
+    const failure = res.status === 401 || res.status === 403 ? "credentials" : res.status >= 500 ? "status" : "rejected";
+    return new UpstreamError(SYSTEM, failure, `keycloak answered ${res.status} to ${what}${said ? `: ${this.scrub(said)}` : ""}${hint}`, {
+      status: res.status,
+      reason: "KEYCLOAK_REJECTED",
+    });
   }
 
   /** Keeps Keycloak's words short and free of the broker's secret, should it ever echo it. */

@@ -1,21 +1,9 @@
 /**
  * The domain model of a delegation, free of transport and storage types.
- * Times are epoch milliseconds.
+ * Times are epoch milliseconds. States and the transitions between them are
+ * in lifecycle.ts.
  */
-
-export type DelegationState = "REQUESTED" | "ACTIVE" | "EXPIRED" | "REVOKED" | "FAILED";
-
-export type EventType = "CREATED" | "REVOKED" | "EXPIRED" | "FAILED" | "COMMAND_LIMIT_REACHED";
-
-/** End reasons the broker itself sets; callers may give their own revoke reason. */
-export const EndReason = {
-  manualRevocation: "manual_revocation",
-  ttlElapsed: "ttl_elapsed",
-  commandLimit: "command_limit",
-  delegatorAcRevoked: "delegator_ac_revoked",
-  parentEnded: "parent_delegation_ended",
-  creationFailed: "creation_failed",
-} as const;
+import type { DelegationState, EventType } from "./lifecycle.js";
 
 /** One delegation as stored. */
 export interface Delegation {
@@ -48,8 +36,6 @@ export interface Delegation {
   endTime: number | null;
   endReason: string;
   chronicleCid: string;
-  /** The agent identity still has to be deleted from the identity provider. */
-  idpCleanupPending: boolean;
 }
 
 /** The delegated access context GSAP issued for the agent. */
@@ -71,7 +57,11 @@ export interface DelegationEvent {
   delegation: Delegation;
   eventTime: number;
   reason: string;
-  /** Content id of its audit record; empty when no audit format is configured. */
+  /**
+   * Content id of its audit record, stored with CREATED events (the
+   * delegation names it); empty for others, whose id the audit sink computes
+   * from the event (it is a pure function of it).
+   */
   chronicleCid: string;
 }
 
@@ -121,11 +111,6 @@ export interface Principal {
  *   dev mode the agent's DID for nested delegation), admin; never the agent's client credential.
  */
 export type Access = "read" | "command" | "manage";
-
-/** Whether a delegation is still live. */
-export function isLive(d: Delegation): boolean {
-  return d.state === "REQUESTED" || d.state === "ACTIVE";
-}
 
 /** Commands the delegation may still run. */
 export function commandsRemaining(d: Delegation): number {

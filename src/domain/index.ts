@@ -1,0 +1,3 @@
+export * from "./delegation.js";
+export * from "./errors.js";
+export * from "./lifecycle.js";

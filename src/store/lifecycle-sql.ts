@@ -1,0 +1,342 @@
+/**
+ * State changes, as SQL: every one a single transaction that changes the
+ * delegation rows, appends their events with consecutive revisions and, for
+ * endings, writes the work items of their consequences.
+ *
+ * Lock order on PostgreSQL: delegation rows first, then the revision counter
+ * (broker_meta 'revision'), taken once per transaction after every row it
+ * changes. Holding the counter until commit makes revisions commit in order,
+ * so a reader of "events after N" never skips one that commits later; taking
+ * it last means no transaction waits for a delegation row while holding it.
+ */
+import {
+  type Delegation,
+  type DelegationEvent,
+  type DelegationState,
+  EndReason,
+  type EventType,
+  FINAL_STATES,
+  LIVE_STATES,
+  TRANSITIONS,
+} from "../domain/index.js";
+import {
+  DELEGATION_COLUMNS,
+  type DelegationRow,
+  EFFECT_COLUMNS,
+  EVENT_COLUMNS,
+  delegationFromRow,
+  delegationValues,
+  toNumber,
+} from "./rows.js";
+import { type SqlConn, forUpdate, inList, insertRows, listParam, literalList } from "./sql.js";
+import type {
+  ActivateSpec,
+  ClaimResult,
+  CompleteIdempotency,
+  CountResult,
+  EndSpec,
+  Ended,
+  IdempotencyClaim,
+  IdempotencyKeyRef,
+  IdempotencyRecord,
+  Transitioned,
+} from "./store.js";
+
+/** Computes the content id of an event's audit record when it is written. */
+export type ContentId = (event: DelegationEvent) => string;
+
+/** What a change appends: one event per delegation. */
+interface Change {
+  delegation: Delegation;
+  type: EventType;
+  reason: string;
+  cascaded: boolean;
+}
+
+/** The live states as SQL literals, matching the partial index on delegator_ac_id. */
+const LIVE = literalList(LIVE_STATES);
+
+/** Deepest cascade followed in one transaction (MAX_DELEGATION_DEPTH is at most 16). */
+const MAX_CASCADE_DEPTH = 32;
+
+export interface KeyRow {
+  scope: string;
+  method: string;
+  request_id: string;
+  request_hash: string;
+  delegation_id: string;
+  response: string | null;
+  create_time: number | string;
+}
+
+export function keyFromRow(r: KeyRow): IdempotencyRecord {
+  return {
+    scope: r.scope,
+    method: r.method,
+    requestId: r.request_id,
+    requestHash: r.request_hash,
+    delegationId: r.delegation_id,
+    response: r.response,
+    createTime: toNumber(r.create_time),
+  };
+}
+
+const KEY_WHERE = `"scope" = $1 AND "method" = $2 AND "request_id" = $3`;
+const keyParams = (k: IdempotencyKeyRef) => [k.scope, k.method, k.requestId];
+
+/** Inserts a claim unless the key exists; the existing record otherwise. */
+export async function claimKey(conn: SqlConn, claim: IdempotencyClaim, now: number): Promise<ClaimResult> {
+  const inserted = await conn.run(
+    `INSERT INTO "idempotency_keys" ("scope", "method", "request_id", "request_hash", "delegation_id", "response", "create_time")
+     VALUES ($1, $2, $3, $4, $5, NULL, $6) ON CONFLICT DO NOTHING`,
+    [...keyParams(claim), claim.requestHash, claim.delegationId, now],
+  );
+  if (inserted === 1) return { kind: "claimed" };
+  const [row] = await conn.all<KeyRow>(`SELECT * FROM "idempotency_keys" WHERE ${KEY_WHERE}`, keyParams(claim));
+  // Deleted between the insert and the read (released by the first request): claim again.
+  if (!row) return claimKey(conn, claim, now);
+  return { kind: "existing", record: keyFromRow(row) };
+}
+
+export async function releaseKey(conn: SqlConn, ref: IdempotencyKeyRef): Promise<void> {
+  await conn.run(`DELETE FROM "idempotency_keys" WHERE ${KEY_WHERE}`, keyParams(ref));
+}
+
+async function completeKey(conn: SqlConn, key: CompleteIdempotency, d: Delegation): Promise<void> {
+  await conn.run(`UPDATE "idempotency_keys" SET "response" = $4 WHERE ${KEY_WHERE}`, [...keyParams(key), key.response(d)]);
+}
+
+/** The lifecycle operations of one store, over its connection. */
+export class LifecycleSql {
+  constructor(
+    private readonly contentId: ContentId | undefined,
+    /** PostgreSQL: the NOTIFY channel told of each new head revision, in the committing transaction. */
+    private readonly notifyChannel: string | undefined,
+  ) {}
+
+  /**
+   * Appends one event per change with consecutive revisions and stamps a
+   * CREATED event's content id on its delegation. (The consequences of an
+   * ending are derived from its event by the workers that follow the log.)
+   * Returns the revisions, in the order of `changes`.
+   */
+  private async append(tx: SqlConn, changes: readonly Change[], now: number): Promise<bigint[]> {
+    if (changes.length === 0) return [];
+    const [meta] = await tx.all<{ value: number | string }>(
+      `UPDATE "broker_meta" SET "value" = "value" + $1 WHERE "key" = 'revision' RETURNING "value"`,
+      [changes.length],
+    );
+    const last = BigInt(meta!.value);
+    const first = last - BigInt(changes.length) + 1n;
+    const events: unknown[][] = [];
+    const revisions: bigint[] = [];
+    for (const [i, c] of changes.entries()) {
+      const revision = first + BigInt(i);
+      revisions.push(revision);
+      const d = c.delegation;
+      let cid = "";
+      // The delegation names its CREATED record, so that id is computed now. Any other
+      // record's id is a pure function of the stored event: the sink computes it at delivery.
+      if (this.contentId && c.type === "CREATED") {
+        cid = this.contentId({ revision, type: c.type, delegation: d, eventTime: now, reason: c.reason, chronicleCid: "" });
+        await tx.run(`UPDATE "delegations" SET "chronicle_cid" = $1 WHERE "id" = $2`, [cid, d.id]);
+        d.chronicleCid = cid;
+      }
+      events.push([revision, d.id, d.delegatorDid, c.type, now, c.reason, JSON.stringify(d), cid, ""]);
+    }
+    await insertRows(tx, "delegation_events", EVENT_COLUMNS, events);
+    if (this.notifyChannel && tx.dialect === "postgresql") {
+      // Delivered to listeners when (and only if) this transaction commits.
+      await tx.all(`SELECT pg_notify($1, $2)`, [this.notifyChannel, last.toString()]);
+    }
+    return revisions;
+  }
+
+  async insertRequested(tx: SqlConn, d: Delegation, claim: IdempotencyClaim | undefined): Promise<ClaimResult> {
+    if (claim) {
+      const got = await claimKey(tx, claim, d.createTime);
+      if (got.kind === "existing") return got;
+    }
+    await insertRows(tx, "delegations", DELEGATION_COLUMNS, [delegationValues(d)]);
+    return { kind: "claimed" };
+  }
+
+  async activate(tx: SqlConn, spec: ActivateSpec): Promise<Transitioned | null> {
+    const t = TRANSITIONS.activate;
+    const p = spec.patch;
+    const [row] = await tx.all<DelegationRow>(
+      `UPDATE "delegations"
+          SET "state" = $1, "update_time" = $2, "agent_client_id" = $3, "idp_object_id" = $4, "idp_backend" = $5,
+              "delegated_ac_id" = $6, "delegated_ac" = $7
+        WHERE "id" = $8 AND ${inList(tx, `"state"`, 9)}
+    RETURNING *`,
+      [t.to, spec.now, p.agentClientId, p.idpObjectId, p.idpBackend, p.delegatedAcId, JSON.stringify(p.delegatedAc), spec.id, listParam(tx, t.from)],
+    );
+    if (!row) return null;
+    const delegation = delegationFromRow(row);
+    const [revision] = await this.append(tx, [{ delegation, type: t.event, reason: "created", cascaded: false }], spec.now);
+    if (spec.completeIdempotency) await completeKey(tx, spec.completeIdempotency, delegation);
+    return { delegation, revision: revision! };
+  }
+
+  /** Ids the target names (bounded by the limit), in the order their events are written. */
+  private async targetIds(tx: SqlConn, spec: EndSpec, from: readonly DelegationState[]): Promise<string[]> {
+    const limit = spec.limit ?? 500;
+    const t = spec.target;
+    if ("ids" in t) {
+      if (t.ids.length <= limit) return [...t.ids];
+      // More ids than the limit: the first `limit` of them that the ending still applies to.
+      const rows = await tx.all<{ id: string }>(
+        `SELECT "id" FROM "delegations" WHERE ${inList(tx, `"id"`, 1)} AND ${inList(tx, `"state"`, 2)}${forUpdate(tx)}`,
+        [listParam(tx, t.ids), listParam(tx, from)],
+      );
+      const live = new Set(rows.map((r) => r.id));
+      return t.ids.filter((id) => live.has(id)).slice(0, limit);
+    }
+    if ("delegatorAcId" in t) {
+      // Live rows only, named literally so the partial index applies; `from` narrows further.
+      const rows = await tx.all<{ id: string }>(
+        `SELECT "id" FROM "delegations" WHERE "delegator_ac_id" = $1 AND "state" IN ${LIVE} AND ${inList(tx, `"state"`, 2)}
+          ORDER BY "id" LIMIT $3${forUpdate(tx)}`,
+        [t.delegatorAcId, listParam(tx, from), limit],
+      );
+      return rows.map((r) => r.id);
+    }
+    // Expiry: skip rows another transaction is ending right now; it will write their events.
+    const rows = await tx.all<{ id: string }>(
+      `SELECT "id" FROM "delegations" WHERE "state" = 'ACTIVE' AND "expire_time" <= $1 ORDER BY "expire_time", "id" LIMIT $2${forUpdate(tx, true)}`,
+      [t.dueAt, limit],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Moves the given live delegations to `to`; returns the changed rows in the order of `ids`. */
+  private async endRows(
+    tx: SqlConn,
+    ids: readonly string[],
+    from: readonly DelegationState[],
+    to: DelegationState,
+    reason: string,
+    now: number,
+    spec: Pick<EndSpec, "patch" | "target">,
+  ): Promise<Delegation[]> {
+    if (ids.length === 0) return [];
+    const patch = spec.patch ?? {};
+    const params: unknown[] = [to, now, reason, listParam(tx, ids), listParam(tx, from)];
+    const sets = [`"state" = $1`, `"update_time" = $2`, `"end_time" = $2`, `"end_reason" = $3`];
+    for (const [column, value] of [
+      ["agent_client_id", patch.agentClientId],
+      ["idp_object_id", patch.idpObjectId],
+      ["idp_backend", patch.idpBackend],
+      ["delegated_ac_id", patch.delegatedAcId],
+    ] as const) {
+      if (value === undefined) continue;
+      params.push(value);
+      sets.push(`"${column}" = $${params.length}`);
+    }
+    let condition = "";
+    if ("dueAt" in spec.target) {
+      params.push(spec.target.dueAt);
+      condition = ` AND "expire_time" <= $${params.length}`;
+    }
+    const rows = await tx.all<DelegationRow>(
+      `UPDATE "delegations" SET ${sets.join(", ")}
+        WHERE ${inList(tx, `"id"`, 4)} AND ${inList(tx, `"state"`, 5)}${condition}
+    RETURNING *`,
+      params,
+    );
+    const order = new Map(ids.map((id, i) => [id, i]));
+    return rows.map(delegationFromRow).sort((a, b) => order.get(a.id)! - order.get(b.id)!);
+  }
+
+  /** Every live delegation made from the delegated contexts of `parents`, ended with parent_delegation_ended, depth by depth. */
+  private async cascade(tx: SqlConn, parents: readonly Delegation[], now: number): Promise<Delegation[]> {
+    const t = TRANSITIONS.revoke;
+    const out: Delegation[] = [];
+    let level = parents;
+    for (let depth = 0; depth < MAX_CASCADE_DEPTH && level.length > 0; depth++) {
+      const contexts = [...new Set(level.map((d) => d.delegatedAcId).filter((id) => id !== ""))];
+      if (contexts.length === 0) break;
+      const children = await tx.all<{ id: string }>(
+        `SELECT "id" FROM "delegations" WHERE ${inList(tx, `"delegator_ac_id"`, 1)} AND "state" IN ${LIVE} ORDER BY "id"${forUpdate(tx)}`,
+        [listParam(tx, contexts)],
+      );
+      level = await this.endRows(tx, children.map((c) => c.id), t.from, t.to, EndReason.parentEnded, now, { target: { ids: [] } });
+      out.push(...level);
+    }
+    return out;
+  }
+
+  async end(tx: SqlConn, spec: EndSpec): Promise<Ended[]> {
+    const t = TRANSITIONS[spec.ending];
+    const ids = await this.targetIds(tx, spec, t.from);
+    const ended = await this.endRows(tx, ids, t.from, t.to, spec.reason, spec.now, spec);
+    const children = spec.cascade === false ? [] : await this.cascade(tx, ended, spec.now);
+    const changes: Change[] = [
+      ...ended.map((delegation) => ({ delegation, type: t.event, reason: spec.reason, cascaded: false })),
+      ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, cascaded: true })),
+    ];
+    const revisions = await this.append(tx, changes, spec.now);
+    const first = ended[0];
+    if (first && spec.completeIdempotency) await completeKey(tx, spec.completeIdempotency, first);
+    if (spec.releaseIdempotency) await releaseKey(tx, spec.releaseIdempotency);
+    return changes.map((c, i) => ({ delegation: c.delegation, revision: revisions[i]!, cascaded: c.cascaded }));
+  }
+
+  async adoptLateContext(tx: SqlConn, id: string, delegatedAcId: string, now: number): Promise<boolean> {
+    const rows = await tx.all<{ id: string }>(
+      `UPDATE "delegations" SET "delegated_ac_id" = $1, "update_time" = $2
+        WHERE "id" = $3 AND "delegated_ac_id" = '' AND ${inList(tx, `"state"`, 4)} RETURNING "id"`,
+      [delegatedAcId, now, id, listParam(tx, FINAL_STATES)],
+    );
+    if (rows.length === 0) return false;
+    // If the gsap-revoke worker has already passed the ending, it will not see this context:
+    // a retry item, due now. Otherwise it reads the row when it gets there and revokes it then.
+    const [ending] = await tx.all<{ r: number | string | null }>(
+      `SELECT MAX("revision") AS "r" FROM "delegation_events" WHERE "delegation_id" = $1`,
+      [id],
+    );
+    const [cursor] = await tx.all<{ value: number | string }>(`SELECT "value" FROM "broker_meta" WHERE "key" = 'cursor:gsap_revoke'`);
+    const endedAt = ending?.r === null || ending?.r === undefined ? 0n : BigInt(ending.r);
+    if (cursor && BigInt(cursor.value) >= endedAt) {
+      await insertRows(tx, "delegation_effects", EFFECT_COLUMNS, [["gsap_revoke", id, endedAt.toString(), "pending", 0, now, "", now, now]]);
+    }
+    return true;
+  }
+
+  /** The fast path of countCommand: one conditional UPDATE for every command but the last. */
+  async countFast(conn: SqlConn, id: string, now: number): Promise<{ commandsExecuted: number; maxCommands: number } | null> {
+    const [hit] = await conn.all<{ commands_executed: number | string; max_commands: number | string }>(
+      `UPDATE "delegations"
+          SET "commands_executed" = "commands_executed" + 1, "update_time" = $1
+        WHERE "id" = $2 AND "state" = 'ACTIVE' AND "expire_time" > $1 AND "commands_executed" < "max_commands" - 1
+    RETURNING "commands_executed", "max_commands"`,
+      [now, id],
+    );
+    return hit ? { commandsExecuted: toNumber(hit.commands_executed), maxCommands: toNumber(hit.max_commands) } : null;
+  }
+
+  /** The last command of the budget, or a refusal: the count, the end and its cascade are one transaction. */
+  async countLast(tx: SqlConn, id: string, now: number): Promise<CountResult> {
+    const t = TRANSITIONS.exhaust;
+    const rows = await tx.all<DelegationRow>(
+      `UPDATE "delegations"
+          SET "commands_executed" = "max_commands", "state" = $1, "end_time" = $2, "end_reason" = $3, "update_time" = $2
+        WHERE "id" = $4 AND ${inList(tx, `"state"`, 5)} AND "expire_time" > $2 AND "commands_executed" = "max_commands" - 1
+    RETURNING *`,
+      [t.to, now, EndReason.commandLimit, id, listParam(tx, t.from)],
+    );
+    if (rows.length === 0) {
+      const [row] = await tx.all<DelegationRow>(`SELECT * FROM "delegations" WHERE "id" = $1`, [id]);
+      return { kind: "refused", delegation: row ? delegationFromRow(row) : null };
+    }
+    const ended = rows.map(delegationFromRow);
+    const children = await this.cascade(tx, ended, now);
+    const changes: Change[] = [
+      { delegation: ended[0]!, type: t.event, reason: EndReason.commandLimit, cascaded: false },
+      ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, cascaded: true })),
+    ];
+    const revisions = await this.append(tx, changes, now);
+    return { kind: "limit_reached", ended: changes.map((c, i) => ({ delegation: c.delegation, revision: revisions[i]!, cascaded: c.cascaded })) };
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * The one mapping between the domain and the database's rows. Column names
+ * are snake_case on both databases; integer columns come back as numbers
+ * (SQLite, INTEGER on PostgreSQL) or strings (BIGINT on PostgreSQL), and
+ * booleans as 0/1 (SQLite) or true/false (PostgreSQL).
+ */
+import type { Delegation, DelegationEvent, DelegationState, EffectKind, EventType } from "../domain/index.js";
+
+/** A delegations row as either driver returns it. */
+export interface DelegationRow {
+  id: string;
+  state: string;
+  agent_type: string;
+  agent_model: string;
+  agent_did: string;
+  agent_client_id: string;
+  idp_object_id: string;
+  idp_backend: string;
+  delegator_did: string;
+  delegator_ac_id: string;
+  delegated_ac_id: string;
+  delegated_ac: string;
+  capability_ceiling: string;
+  ceremony_required_for: string;
+  prohibited_commands: string;
+  inherit_corpus: boolean | number;
+  inherit_contexts: boolean | number;
+  accord_template: string;
+  max_commands: number | string;
+  commands_executed: number | string;
+  depth: number | string;
+  create_time: number | string;
+  update_time: number | string;
+  expire_time: number | string;
+  end_time: number | string | null;
+  end_reason: string;
+  chronicle_cid: string;
+}
+
+/** The columns of `delegations`, in the order of `delegationValues`. */
+export const DELEGATION_COLUMNS = [
+  "id",
+  "state",
+  "agent_type",
+  "agent_model",
+  "agent_did",
+  "agent_client_id",
+  "idp_object_id",
+  "idp_backend",
+  "delegator_did",
+  "delegator_ac_id",
+  "delegated_ac_id",
+  "delegated_ac",
+  "capability_ceiling",
+  "ceremony_required_for",
+  "prohibited_commands",
+  "inherit_corpus",
+  "inherit_contexts",
+  "accord_template",
+  "max_commands",
+  "commands_executed",
+  "depth",
+  "create_time",
+  "update_time",
+  "expire_time",
+  "end_time",
+  "end_reason",
+  "chronicle_cid",
+] as const;
+
+const bool = (v: boolean | number): boolean => (typeof v === "boolean" ? v : Number(v) !== 0);
+const num = (v: number | string): number => (typeof v === "number" ? v : Number(v));
+
+/** A row as the domain sees it. */
+export function delegationFromRow(r: DelegationRow): Delegation {
+  return {
+    id: r.id,
+    state: r.state as DelegationState,
+    agentType: r.agent_type,
+    agentModel: r.agent_model,
+    agentDid: r.agent_did,
+    agentClientId: r.agent_client_id,
+    idpObjectId: r.idp_object_id,
+    idpBackend: r.idp_backend,
+    delegatorDid: r.delegator_did,
+    delegatorAcId: r.delegator_ac_id,
+    delegatedAcId: r.delegated_ac_id,
+    delegatedAc: JSON.parse(r.delegated_ac),
+    capabilityCeiling: r.capability_ceiling,
+    ceremonyRequiredFor: JSON.parse(r.ceremony_required_for),
+    prohibitedCommands: JSON.parse(r.prohibited_commands),
+    inheritCorpus: bool(r.inherit_corpus),
+    inheritContexts: bool(r.inherit_contexts),
+    accordTemplate: r.accord_template,
+    maxCommands: num(r.max_commands),
+    commandsExecuted: num(r.commands_executed),
+    depth: num(r.depth),
+    createTime: num(r.create_time),
+    updateTime: num(r.update_time),
+    expireTime: num(r.expire_time),
+    endTime: r.end_time === null ? null : num(r.end_time),
+    endReason: r.end_reason,
+    chronicleCid: r.chronicle_cid,
+  };
+}
+
+/** The values of a delegation, in DELEGATION_COLUMNS order. */
+export function delegationValues(d: Delegation): unknown[] {
+  return [
+    d.id,
+    d.state,
+    d.agentType,
+    d.agentModel,
+    d.agentDid,
+    d.agentClientId,
+    d.idpObjectId,
+    d.idpBackend,
+    d.delegatorDid,
+    d.delegatorAcId,
+    d.delegatedAcId,
+    JSON.stringify(d.delegatedAc),
+    d.capabilityCeiling,
+    JSON.stringify(d.ceremonyRequiredFor),
+    JSON.stringify(d.prohibitedCommands),
+    d.inheritCorpus,
+    d.inheritContexts,
+    d.accordTemplate,
+    d.maxCommands,
+    d.commandsExecuted,
+    d.depth,
+    d.createTime,
+    d.updateTime,
+    d.expireTime,
+    d.endTime,
+    d.endReason,
+    d.chronicleCid,
+  ];
+}
+
+/** A delegation_events row (the columns the log readers select). */
+export interface EventRow {
+  revision: number | string;
+  type: string;
+  event_time: number | string;
+  reason: string;
+  snapshot: string;
+  chronicle_cid: string;
+}
+
+/** The columns the log readers select. */
+export const EVENT_READ_COLUMNS = `"revision", "type", "event_time", "reason", "snapshot", "chronicle_cid"`;
+
+export function eventFromRow(r: EventRow): DelegationEvent {
+  return {
+    revision: BigInt(r.revision),
+    type: r.type as EventType,
+    delegation: snapshotFromJson(r.snapshot),
+    eventTime: num(r.event_time),
+    reason: r.reason,
+    chronicleCid: r.chronicle_cid,
+  };
+}
+
+/** A snapshot as stored in the event log. Snapshots written before 2026-12 carry an extra idpCleanupPending field. */
+function snapshotFromJson(json: string): Delegation {
+  const d = JSON.parse(json) as Delegation & { idpCleanupPending?: unknown };
+  delete d.idpCleanupPending;
+  return d;
+}
+
+/** The columns of delegation_events written with each event (audit_state "": delivery is tracked by the audit cursor). */
+export const EVENT_COLUMNS = ["revision", "delegation_id", "delegator_did", "type", "event_time", "reason", "snapshot", "chronicle_cid", "audit_state"] as const;
+
+/** The columns of a delegation_effects row (a retry or a refusal). */
+export const EFFECT_COLUMNS = ["kind", "delegation_id", "revision", "state", "attempts", "next_attempt_time", "last_error", "create_time", "update_time"] as const;
+
+/** What a consequence worker reads of an ending: from the event log (fresh) or the retry table, joined with its delegation. */
+export interface EffectRow {
+  id?: number | string;
+  kind?: string;
+  delegation_id: string;
+  revision: number | string;
+  attempts: number | string;
+  create_time: number | string;
+  agent_client_id: string;
+  idp_object_id: string;
+  idp_backend: string;
+  delegated_ac_id: string;
+  end_reason: string;
+}
+
+/** The number in an integer column of either driver. */
+export function toNumber(v: unknown): number {
+  return typeof v === "number" ? v : Number(v);
+}
+
+export function effectKindOf(v: string): EffectKind {
+  if (v !== "idp_delete" && v !== "gsap_revoke") throw new Error(`unknown effect kind ${v}`);
+  return v;
+}

@@ -1,0 +1,252 @@
+/**
+ * The DelegationStore over either database: state changes and the log on the
+ * driver directly (lifecycle-sql.ts, log-sql.ts), listings through the
+ * Prisma client (prisma-listing.ts).
+ */
+import type { Delegation, DelegationEvent, EffectKind } from "../domain/index.js";
+import { type ContentId, LifecycleSql, claimKey, keyFromRow, releaseKey, type KeyRow } from "./lifecycle-sql.js";
+import * as log from "./log-sql.js";
+import type { Listing } from "./prisma-listing.js";
+import { type DelegationRow, delegationFromRow } from "./rows.js";
+import type { SqlDatabase } from "./sql.js";
+import type {
+  ActivateSpec,
+  AuditBacklog,
+  ClaimResult,
+  CountResult,
+  DelegationStore,
+  Effect,
+  EffectBacklog,
+  EffectOutcomes,
+  EndSpec,
+  Ended,
+  EventFilter,
+  IdempotencyClaim,
+  IdempotencyKeyRef,
+  IdempotencyRecord,
+  ListQuery,
+  PendingAudit,
+  PendingEndings,
+  Transitioned,
+} from "./store.js";
+
+export interface SqlStoreOptions {
+  /** Content id of an event's audit record, written with the event. */
+  contentId?: ContentId;
+  /** PostgreSQL: channel NOTIFYed with the head revision by every committing change (see pg-notifier.ts). */
+  notifyChannel?: string;
+  /** Listings (ListAgents). */
+  listing: Listing;
+}
+
+export class SqlStore implements DelegationStore {
+  readonly driver: "sqlite" | "postgresql";
+  private readonly listeners = new Set<(revision: bigint) => void>();
+  private readonly lifecycle: LifecycleSql;
+
+  constructor(
+    private readonly db: SqlDatabase,
+    private readonly options: SqlStoreOptions,
+  ) {
+    this.driver = db.dialect;
+    this.lifecycle = new LifecycleSql(options.contentId, options.notifyChannel);
+  }
+
+  private emit(revision: bigint | undefined): void {
+    if (revision === undefined) return;
+    for (const l of this.listeners) {
+      try {
+        l(revision);
+      } catch {
+        // A listener's failure is its own; the commit stands.
+      }
+    }
+  }
+
+  onCommit(listener: (revision: bigint) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // --- reading delegations
+
+  async get(id: string): Promise<Delegation | null> {
+    const [row] = await this.db.all<DelegationRow>(`SELECT * FROM "delegations" WHERE "id" = $1`, [id]);
+    return row ? delegationFromRow(row) : null;
+  }
+
+  async findByDelegatedAc(delegatedAcId: string): Promise<Delegation | null> {
+    if (delegatedAcId === "") return null;
+    const [row] = await this.db.all<DelegationRow>(`SELECT * FROM "delegations" WHERE "delegated_ac_id" = $1 LIMIT 1`, [delegatedAcId]);
+    return row ? delegationFromRow(row) : null;
+  }
+
+  list(query: ListQuery): Promise<{ items: Delegation[]; total: number }> {
+    return this.options.listing.list(query);
+  }
+
+  async nextExpireTime(): Promise<number | null> {
+    const [row] = await this.db.all<{ t: number | string | null }>(
+      `SELECT MIN("expire_time") AS "t" FROM "delegations" WHERE "state" = 'ACTIVE'`,
+    );
+    return row?.t === null || row?.t === undefined ? null : Number(row.t);
+  }
+
+  async staleRequested(createdBefore: number, limit: number): Promise<Delegation[]> {
+    const rows = await this.db.all<DelegationRow>(
+      `SELECT * FROM "delegations" WHERE "state" = 'REQUESTED' AND "create_time" < $1 ORDER BY "create_time" LIMIT $2`,
+      [createdBefore, limit],
+    );
+    return rows.map(delegationFromRow);
+  }
+
+  // --- changing state
+
+  insertRequested(delegation: Delegation, claim?: IdempotencyClaim): Promise<ClaimResult> {
+    return this.db.transaction((tx) => this.lifecycle.insertRequested(tx, delegation, claim));
+  }
+
+  async activate(spec: ActivateSpec): Promise<Transitioned | null> {
+    const t = await this.db.transaction((tx) => this.lifecycle.activate(tx, spec));
+    this.emit(t?.revision);
+    return t;
+  }
+
+  async end(spec: EndSpec): Promise<Ended[]> {
+    const ended = await this.db.transaction((tx) => this.lifecycle.end(tx, spec));
+    this.emit(ended[ended.length - 1]?.revision);
+    return ended;
+  }
+
+  async countCommand(id: string, now: number): Promise<CountResult> {
+    const hit = await this.lifecycle.countFast(this.db, id, now);
+    if (hit) return { kind: "counted", ...hit };
+    const result = await this.db.transaction((tx) => this.lifecycle.countLast(tx, id, now));
+    if (result.kind === "limit_reached") this.emit(result.ended[result.ended.length - 1]?.revision);
+    return result;
+  }
+
+  adoptLateContext(id: string, delegatedAcId: string, now: number): Promise<boolean> {
+    return this.db.transaction((tx) => this.lifecycle.adoptLateContext(tx, id, delegatedAcId, now));
+  }
+
+  // --- the event log
+
+  headRevision(): Promise<bigint> {
+    return log.headRevision(this.db);
+  }
+
+  prunedThrough(): Promise<bigint> {
+    return log.prunedThrough(this.db);
+  }
+
+  readEvents(after: bigint, limit: number, filter?: EventFilter): Promise<DelegationEvent[]> {
+    return log.readEvents(this.db, after, limit, filter);
+  }
+
+  pruneEvents(before: number, maxRows: number): Promise<{ deleted: number; more: boolean }> {
+    return log.pruneEvents(this.db, before, maxRows);
+  }
+
+  // --- consequences of endings
+
+  pendingEndings(kind: EffectKind, limit: number): Promise<PendingEndings> {
+    return log.pendingEndings(this.db, kind, limit);
+  }
+
+  dueRetries(kind: EffectKind, now: number, limit: number): Promise<Effect[]> {
+    return log.dueRetries(this.db, kind, now, limit);
+  }
+
+  settleEffects(kind: EffectKind, outcomes: EffectOutcomes, now: number): Promise<void> {
+    return log.settleEffects(this.db, kind, outcomes, now);
+  }
+
+  nextRetryTime(kind: EffectKind): Promise<number | null> {
+    return log.nextRetryTime(this.db, kind);
+  }
+
+  effectBacklog(kind: EffectKind): Promise<EffectBacklog> {
+    return log.effectBacklog(this.db, kind);
+  }
+
+  pruneEffects(before: number, maxRows: number): Promise<number> {
+    return log.pruneEffects(this.db, before, maxRows);
+  }
+
+  // --- the audit outbox
+
+  pendingAudit(limit: number): Promise<PendingAudit[]> {
+    return log.pendingAudit(this.db, limit);
+  }
+
+  markAudited(through: bigint, now: number): Promise<void> {
+    return log.markAudited(this.db, through, now);
+  }
+
+  markAuditFailed(revision: bigint, error: string): Promise<void> {
+    return log.markAuditFailed(this.db, revision, error);
+  }
+
+  markAuditRejected(revision: bigint, error: string, now: number): Promise<void> {
+    return log.markAuditRejected(this.db, revision, error, now);
+  }
+
+  auditCursor(): Promise<bigint> {
+    return log.auditCursor(this.db);
+  }
+
+  auditBacklog(): Promise<AuditBacklog> {
+    return log.auditBacklog(this.db);
+  }
+
+  // --- idempotency keys
+
+  async getIdempotency(ref: IdempotencyKeyRef): Promise<IdempotencyRecord | null> {
+    const [row] = await this.db.all<KeyRow>(
+      `SELECT * FROM "idempotency_keys" WHERE "scope" = $1 AND "method" = $2 AND "request_id" = $3`,
+      [ref.scope, ref.method, ref.requestId],
+    );
+    return row ? keyFromRow(row) : null;
+  }
+
+  releaseIdempotency(ref: IdempotencyKeyRef): Promise<void> {
+    return releaseKey(this.db, ref);
+  }
+
+  claimIdempotency(claim: IdempotencyClaim, now: number): Promise<ClaimResult> {
+    return this.db.transaction((tx) => claimKey(tx, claim, now));
+  }
+
+  pruneIdempotency(createdBefore: number, maxRows: number): Promise<number> {
+    return this.db.run(
+      `DELETE FROM "idempotency_keys" WHERE ("scope", "method", "request_id") IN (
+         SELECT "scope", "method", "request_id" FROM "idempotency_keys" WHERE "create_time" < $1 ORDER BY "create_time" LIMIT $2)`,
+      [createdBefore, maxRows],
+    );
+  }
+
+  // --- leases
+
+  async acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean> {
+    // One statement: insert, or take over an expired lease, or renew our own.
+    const rows = await this.db.all<{ holder: string }>(
+      `INSERT INTO "broker_leases" ("name", "holder", "expire_time") VALUES ($1, $2, $3)
+       ON CONFLICT ("name") DO UPDATE SET "holder" = excluded."holder", "expire_time" = excluded."expire_time"
+        WHERE "broker_leases"."holder" = excluded."holder" OR "broker_leases"."expire_time" < $4
+       RETURNING "holder"`,
+      [name, holder, now + ttlMs, now],
+    );
+    return rows.length === 1;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.db.run(`DELETE FROM "broker_leases" WHERE "name" = $1 AND "holder" = $2`, [name, holder]);
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+    await this.options.listing.close();
+    await this.db.close();
+  }
+}

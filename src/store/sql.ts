@@ -1,0 +1,302 @@
+/**
+ * The store's connection to its database: one small interface, two drivers.
+ *
+ * - SQLite: one better-sqlite3 connection, statements prepared once. The
+ *   driver is synchronous, so every operation (and every transaction, whose
+ *   body awaits only this connection) runs under one mutex: a statement of
+ *   one task can never land inside another task's open transaction.
+ * - PostgreSQL: a pg Pool; a transaction holds one pooled client and is
+ *   retried when PostgreSQL aborts it for a deadlock or a serialization failure.
+ *
+ * SQL is written once with `$1 … $n` placeholders (PostgreSQL's); the SQLite
+ * driver rewrites them to `?1 … ?n`. The few places where the dialects differ
+ * (a list parameter, multi-row inserts, row locking) go through the helpers
+ * at the end of this file.
+ *
+ * Prisma's driver adapters run over these same drivers; the store talks to them
+ * directly on its paths because Prisma's per-query cost (a statement prepared
+ * anew and the query interpreter, measured at 10x a prepared statement) would
+ * dominate every state change (see docs/architecture.md).
+ */
+import Database from "better-sqlite3";
+import pg from "pg";
+import { SqliteCheckpointer } from "./sqlite-checkpointer.js";
+
+export type Dialect = "sqlite" | "postgresql";
+
+/** One connection or transaction. */
+export interface SqlConn {
+  readonly dialect: Dialect;
+  /** Rows of a query (or of a statement with RETURNING). */
+  all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]>;
+  /** Runs a statement; resolves with the number of rows it changed. */
+  run(sql: string, params?: readonly unknown[]): Promise<number>;
+}
+
+export interface SqlDatabase extends SqlConn {
+  /** Runs `fn` in one transaction: committed if it resolves, rolled back if it throws. */
+  transaction<T>(fn: (tx: SqlConn) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** Runs tasks one at a time, in order. */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+// SQLite binds numbers, strings, bigints, buffers and null only.
+function sqliteParam(v: unknown): unknown {
+  if (typeof v === "boolean") return v ? 1 : 0;
+  return v === undefined ? null : v;
+}
+
+interface Prepared {
+  statement: Database.Statement;
+  order: number[];
+}
+
+export interface SqliteOptions {
+  /** Milliseconds another process may hold the write lock before a statement fails. By default, 5000. */
+  busyTimeoutMs?: number;
+  /** Checkpoint the WAL on a worker thread instead of inside commits (see sqlite-checkpointer.ts). By default, true. */
+  checkpointOffThread?: boolean;
+  /** Told of a failed background checkpoint. */
+  onCheckpointError?: (message: string) => void;
+}
+
+/** The SQLite driver: one connection in WAL mode. */
+export class SqliteDatabase implements SqlDatabase {
+  readonly dialect = "sqlite" as const;
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Prepared>();
+  private readonly mutex = new Mutex();
+  private readonly conn: SqlConn;
+  private readonly checkpointer: SqliteCheckpointer | undefined;
+
+  constructor(path: string, options: SqliteOptions = {}) {
+    this.db = new Database(path);
+    this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+    // WAL: readers (backups, `sqlite3`) work during writes; NORMAL: a commit is
+    // durable against a crash of the broker (not of the machine) without an fsync each.
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    if (options.checkpointOffThread ?? true) {
+      this.db.pragma("wal_autocheckpoint = 0");
+      this.checkpointer = new SqliteCheckpointer(path, options.onCheckpointError ? { onError: options.onCheckpointError } : {});
+    }
+    this.conn = {
+      dialect: "sqlite",
+      all: async <R>(sql: string, params: readonly unknown[] = []) => {
+        const p = this.statement(sql);
+        return p.statement.all(...p.order.map((i) => sqliteParam(params[i]))) as R[];
+      },
+      run: async (sql: string, params: readonly unknown[] = []) => {
+        const p = this.statement(sql);
+        return p.statement.run(...p.order.map((i) => sqliteParam(params[i]))).changes;
+      },
+    };
+  }
+
+  /**
+   * The prepared form of `sql`: each `$n` becomes a `?`, and `order` says
+   * which parameter goes in each place (better-sqlite3 binds numbered
+   * parameters only by name, so a parameter used twice is passed twice).
+   */
+  private statement(sql: string): Prepared {
+    let p = this.statements.get(sql);
+    if (!p) {
+      const order: number[] = [];
+      const text = sql.replace(/\$(\d+)/g, (_, n: string) => {
+        order.push(Number(n) - 1);
+        return "?";
+      });
+      p = { statement: this.db.prepare(text), order };
+      // Dynamic statements (multi-row, IN lists) must not grow the cache without bound.
+      if (this.statements.size >= 1000) this.statements.clear();
+      this.statements.set(sql, p);
+    }
+    return p;
+  }
+
+  private exec(sql: string): void {
+    this.statement(sql).statement.run();
+  }
+
+  all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    return this.mutex.run(() => this.conn.all<R>(sql, params));
+  }
+
+  run(sql: string, params?: readonly unknown[]): Promise<number> {
+    return this.mutex.run(() => this.conn.run(sql, params));
+  }
+
+  transaction<T>(fn: (tx: SqlConn) => Promise<T>): Promise<T> {
+    return this.mutex.run(async () => {
+      // IMMEDIATE takes the write lock at once: no deadlock upgrading a read lock.
+      this.exec("BEGIN IMMEDIATE");
+      try {
+        const result = await fn(this.conn);
+        this.exec("COMMIT");
+        return result;
+      } catch (err) {
+        if (this.db.inTransaction) this.exec("ROLLBACK");
+        throw err;
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.mutex.run(async () => {
+      this.statements.clear();
+      this.db.close();
+    });
+    await this.checkpointer?.close();
+  }
+}
+
+/** PostgreSQL error codes after which the whole transaction may simply be run again. */
+const RETRY_CODES = new Set(["40001", "40P01"]);
+
+export interface PostgresOptions {
+  /** Connections in the pool. By default, 10. */
+  poolSize?: number;
+  /** How often a transaction aborted for a deadlock or serialization failure is run again. By default, 5. */
+  maxTxRetries?: number;
+}
+
+/** Names prepared statements so PostgreSQL parses and plans each only once per connection. */
+class StatementNames {
+  private readonly names = new Map<string, string>();
+  name(sql: string, paramCount: number): string | undefined {
+    // Multi-row statements vary in length with their batch: not worth a name each.
+    if (paramCount > 64) return undefined;
+    let n = this.names.get(sql);
+    if (n === undefined) {
+      if (this.names.size >= 500) return undefined; // dynamic text: run unnamed
+      n = `lpb_${this.names.size}`;
+      this.names.set(sql, n);
+    }
+    return n;
+  }
+}
+
+function pgConn(client: pg.Pool | pg.PoolClient, names: StatementNames): SqlConn {
+  const query = async (sql: string, params: readonly unknown[] = []) => {
+    const name = names.name(sql, params.length);
+    return client.query({ text: sql, values: params as unknown[], ...(name ? { name } : {}) });
+  };
+  return {
+    dialect: "postgresql",
+    all: async <R>(sql: string, params?: readonly unknown[]) => (await query(sql, params)).rows as R[],
+    run: async (sql: string, params?: readonly unknown[]) => (await query(sql, params)).rowCount ?? 0,
+  };
+}
+
+/** The PostgreSQL driver: a pool. */
+export class PostgresDatabase implements SqlDatabase {
+  readonly dialect = "postgresql" as const;
+  readonly pool: pg.Pool;
+  private readonly names = new StatementNames();
+  private readonly conn: SqlConn;
+  private readonly maxTxRetries: number;
+
+  constructor(url: string, options: PostgresOptions = {}) {
+    this.pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10 });
+    // An idle client that loses its connection emits here; the pool replaces it.
+    this.pool.on("error", () => undefined);
+    this.conn = pgConn(this.pool, this.names);
+    this.maxTxRetries = options.maxTxRetries ?? 5;
+  }
+
+  all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    return this.conn.all<R>(sql, params);
+  }
+
+  run(sql: string, params?: readonly unknown[]): Promise<number> {
+    return this.conn.run(sql, params);
+  }
+
+  async transaction<T>(fn: (tx: SqlConn) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken = false;
+      try {
+        await client.query("BEGIN");
+        const result = await fn(pgConn(client, this.names));
+        await client.query("COMMIT");
+        return result;
+      } catch (err) {
+        try {
+          await client.query("ROLLBACK");
+        } catch {
+          broken = true; // the connection itself failed: do not return it to the pool
+        }
+        const code = (err as { code?: unknown }).code;
+        if (attempt < this.maxTxRetries && typeof code === "string" && RETRY_CODES.has(code)) continue;
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    // Prisma's adapter ends the pool it was given when its client disconnects.
+    if (!this.pool.ended) await this.pool.end();
+  }
+}
+
+/** `column IN (list)` for a list parameter `$n`, in the connection's dialect. */
+export function inList(conn: SqlConn, column: string, n: number): string {
+  return conn.dialect === "postgresql" ? `${column} = ANY($${n})` : `${column} IN (SELECT value FROM json_each($${n}))`;
+}
+
+/**
+ * A constant list as SQL literals, e.g. ('REQUESTED', 'ACTIVE'): a partial
+ * index is used only when the query's condition names its values literally
+ * (a list parameter cannot prove it). Only for the broker's own constants.
+ */
+export function literalList(values: readonly string[]): string {
+  return `(${values.map((v) => `'${v.replace(/'/g, "''")}'`).join(", ")})`;
+}
+
+/** A list parameter for `inList`. */
+export function listParam(conn: SqlConn, values: readonly (string | number)[]): unknown {
+  return conn.dialect === "postgresql" ? values : JSON.stringify(values);
+}
+
+/** Row locks for a select that is about to update what it reads (PostgreSQL; SQLite locks the database). */
+export function forUpdate(conn: SqlConn, skipLocked = false): string {
+  return conn.dialect === "postgresql" ? (skipLocked ? " FOR UPDATE SKIP LOCKED" : " FOR UPDATE") : "";
+}
+
+// PostgreSQL accepts at most 65535 parameters per statement; SQLite 32766.
+const MAX_PARAMS = 30_000;
+/** SQLite: rows per multi-row statement (few distinct statements to prepare and cache). */
+const SQLITE_ROWS = 64;
+
+/**
+ * Inserts rows into `table` with multi-row VALUES: on PostgreSQL as few round
+ * trips as the parameter limit allows; on SQLite chunks of SQLITE_ROWS, so
+ * the statements stay few and prepared once.
+ */
+export async function insertRows(conn: SqlConn, table: string, columns: readonly string[], rows: readonly (readonly unknown[])[]): Promise<void> {
+  if (rows.length === 0) return;
+  const cols = columns.map((c) => `"${c}"`).join(", ");
+  const perStatement = conn.dialect === "sqlite" ? SQLITE_ROWS : Math.max(1, Math.floor(MAX_PARAMS / columns.length));
+  for (let start = 0; start < rows.length; start += perStatement) {
+    const chunk = rows.slice(start, start + perStatement);
+    const values: unknown[] = [];
+    const tuples = chunk.map((row) => {
+      const base = values.length;
+      values.push(...row);
+      return `(${row.map((_, i) => `$${base + i + 1}`).join(", ")})`;
+    });
+    await conn.run(`INSERT INTO "${table}" (${cols}) VALUES ${tuples.join(", ")}`, values);
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * WAL checkpoints for SQLite, off the event loop. better-sqlite3 runs on the
+ * main thread, and SQLite's automatic checkpoint runs inside whichever COMMIT
+ * crosses its threshold, copying the WAL into the database file and syncing
+ * it: measured here, that tripled the worst commit of a 500-row transaction
+ * (7 ms → 22 ms) and nearly doubled the total. The store's connection turns
+ * automatic checkpoints off; this worker thread, with a connection of its
+ * own, checkpoints every `intervalMs` (PASSIVE: it never blocks the writer),
+ * and once more, truncating the WAL, when the store closes.
+ */
+import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
+
+// The worker's code, as CommonJS evaluated in the thread (no module resolution of its own).
+const WORKER = `
+const { parentPort, workerData } = require("node:worker_threads");
+const Database = require(workerData.driver);
+const db = new Database(workerData.path);
+db.pragma("busy_timeout = 5000");
+const checkpoint = (mode) => {
+  try {
+    const [r] = db.pragma("wal_checkpoint(" + mode + ")");
+    parentPort.postMessage({ type: "checkpointed", busy: r.busy, log: r.log, checkpointed: r.checkpointed });
+  } catch (err) {
+    parentPort.postMessage({ type: "error", message: String(err && err.message || err) });
+  }
+};
+const timer = setInterval(() => checkpoint("PASSIVE"), workerData.intervalMs);
+parentPort.on("message", (m) => {
+  if (m.type === "close") {
+    clearInterval(timer);
+    checkpoint("TRUNCATE");
+    db.close();
+    parentPort.postMessage({ type: "closed" });
+  }
+});
+`;
+
+export interface CheckpointerOptions {
+  /** By default, 1000 ms. */
+  intervalMs?: number;
+  /** Told of a checkpoint that failed (it is tried again at the next interval). */
+  onError?: (message: string) => void;
+}
+
+export class SqliteCheckpointer {
+  private readonly worker: Worker;
+  private closed = false;
+
+  constructor(path: string, options: CheckpointerOptions = {}) {
+    const driver = createRequire(import.meta.url).resolve("better-sqlite3");
+    this.worker = new Worker(WORKER, { eval: true, workerData: { path, driver, intervalMs: options.intervalMs ?? 1000 } });
+    this.worker.on("message", (m: { type: string; message?: string }) => {
+      if (m.type === "error") options.onError?.(m.message ?? "checkpoint failed");
+    });
+    this.worker.on("error", (err) => options.onError?.(err.message));
+    // The thread must not keep the process alive on its own.
+    this.worker.unref();
+  }
+
+  /** A last checkpoint that empties the WAL, then the thread ends. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 10_000);
+      this.worker.once("exit", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.worker.on("message", (m: { type: string }) => {
+        if (m.type === "closed") void this.worker.terminate();
+      });
+      this.worker.postMessage({ type: "close" });
+    });
+  }
+}
