@@ -47,6 +47,8 @@ export interface BrokerOverrides {
   onEffectDone?: (kind: EffectKind, latencyMs: number) => void;
   /** Told how late each expiry was (benchmarks). */
   onExpired?: (lateMs: number) => void;
+  /** Told when an event has been handed to every Watch subscriber (benchmarks). */
+  onFannedOut?: (eventTime: number, deliveries: number, doneAt: number) => void;
 }
 
 export interface Broker {
@@ -86,6 +88,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     checkpointMs: settings.watchCheckpointMs,
     clock,
     log,
+    ...(overrides.onFannedOut ? { onFannedOut: overrides.onFannedOut } : {}),
   });
 
   const useCases = createUseCases(

@@ -8,7 +8,7 @@ import type { LoopResult } from "../scheduler/loop.js";
 import type { UseCaseDeps } from "./deps.js";
 
 /** Rows removed per prune statement; the loop runs again while a batch was full. */
-const PRUNE_BATCH = 5_000;
+const PRUNE_BATCH = 2_000;
 const STALE_BATCH = 100;
 
 export class Maintenance {

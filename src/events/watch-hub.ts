@@ -31,12 +31,28 @@ export type WatchItem =
 
 type EventItem = Extract<WatchItem, { kind: "event" }>;
 
-/** A transport's stream, written directly once a subscriber is live. */
+/** A transport's stream, written directly once a subscriber is live (with items mapped as the watch says). */
 export interface LiveSink {
-  /** Writes one item; false when the transport's buffer is full (call `resume` once it drained). */
-  write(item: WatchItem): boolean;
+  /** Writes one message; false when the transport's buffer is full (call `resume` once it drained). */
+  write(message: unknown): boolean;
   /** Calls `resume` once, when the buffer has drained. */
   onDrain(resume: () => void): void;
+}
+
+/** What a watch follows. */
+export interface WatchRequest<T> {
+  /** Replay events after this revision first (0: only what happens from now on). */
+  startRevision: bigint;
+  /**
+   * The filter, resolved once the stream starts (it may check access and
+   * throw); null ends the stream at once, with nothing to send.
+   */
+  filter: EventFilter | (() => Promise<EventFilter | null>);
+  signal: AbortSignal;
+  /** The messages the stream carries. */
+  map: (item: WatchItem) => T;
+  /** Where live messages go directly, if the transport offers it. */
+  sink?: LiveSink;
 }
 
 export interface WatchHubOptions {
@@ -50,6 +66,11 @@ export interface WatchHubOptions {
   wakeChunk?: number;
   /** How long close() waits for streams to receive their UNAVAILABLE. By default, 1 s. */
   closeGraceMs?: number;
+  /**
+   * Told when a fan-out has been handed to every subscriber: the newest event
+   * time in it, how many deliveries it made, and the time it finished (clock).
+   */
+  onFannedOut?: (eventTime: number, deliveries: number, doneAt: number) => void;
   clock?: () => number;
   log?: Logger;
 }
@@ -62,8 +83,9 @@ class Subscriber {
   lastSent: number;
   checkpointDue = false;
   private waking: (() => void) | undefined;
-  /** Push mode: where live items go, the revision written last, and whether the sink is full. */
+  /** Push mode: where live items go (as mapped), the revision written last, and whether the sink is full. */
   private sink: LiveSink | undefined;
+  private map: (item: WatchItem) => unknown = (item) => item;
   private last = 0n;
   private paused = false;
 
@@ -101,8 +123,9 @@ class Subscriber {
   }
 
   /** Push mode from now on: what is queued goes first, after `last`. */
-  attach(sink: LiveSink, last: bigint): void {
+  attach(sink: LiveSink, map: (item: WatchItem) => unknown, last: bigint): void {
     this.sink = sink;
+    this.map = map;
     this.last = last;
     this.flush();
   }
@@ -113,7 +136,7 @@ class Subscriber {
     if (this.paused || this.pending) return true; // it is not idle: events are on their way
     if (revision > this.last) this.last = revision;
     this.lastSent = this.clock();
-    if (!this.sink.write({ kind: "checkpoint", revision: this.last })) this.pause();
+    if (!this.sink.write(this.map({ kind: "checkpoint", revision: this.last }))) this.pause();
     return true;
   }
 
@@ -121,7 +144,7 @@ class Subscriber {
     if (item.revision <= this.last) return;
     this.last = item.revision;
     this.lastSent = this.clock();
-    if (!this.sink!.write(item)) this.pause();
+    if (!this.sink!.write(this.map(item))) this.pause();
   }
 
   private pause(): void {
@@ -190,6 +213,8 @@ export class WatchHub {
   private deliveries: (Subscriber | EventItem)[] = [];
   private deliveredUpTo = 0;
   private delivering = false;
+  /** The newest event time among the deliveries queued (for onFannedOut). */
+  private fanningTime = 0;
   private readonly ended = new Set<() => void>();
 
   constructor(
@@ -276,6 +301,7 @@ export class WatchHub {
       this.deliveries.push(s, item);
     };
     for (const event of events) {
+      if (event.eventTime > this.fanningTime) this.fanningTime = event.eventTime;
       const item: EventItem = { kind: "event", revision: event.revision, event };
       const d = event.delegation;
       for (const s of this.all) offer(s, item);
@@ -303,9 +329,11 @@ export class WatchHub {
       setImmediate(() => this.deliver());
       return;
     }
+    this.options.onFannedOut?.(this.fanningTime, q.length / 2, this.clock());
     this.deliveries = [];
     this.deliveredUpTo = 0;
     this.delivering = false;
+    this.fanningTime = 0;
   }
 
   private wakeInChunks(subs: Subscriber[], from = 0): void {
@@ -329,10 +357,14 @@ export class WatchHub {
 
   /**
    * Events after `startRevision` (0: from now), then live, with a checkpoint
-   * once caught up and whenever idle. Ends when `signal` aborts. With a
-   * `sink`, live items are written to it directly after the first checkpoint.
+   * once caught up and whenever idle, each mapped by `map`. Ends when
+   * `signal` aborts. With a `sink`, live messages are written to it directly
+   * after the first checkpoint.
    */
-  async *watch(startRevision: bigint, filter: EventFilter, signal: AbortSignal, sink?: LiveSink): AsyncGenerator<WatchItem> {
+  async *watch<T>(request: WatchRequest<T>): AsyncGenerator<T> {
+    const { startRevision, signal, sink, map } = request;
+    const filter = typeof request.filter === "function" ? await request.filter() : request.filter;
+    if (filter === null) return;
     if (this.closing) throw shuttingDown(startRevision);
     if (startRevision < 0n) {
       throw new BrokerError("INVALID_ARGUMENT", "INVALID_FIELD", "start_revision: must not be negative", { field: "start_revision" });
@@ -351,17 +383,17 @@ export class WatchHub {
         for (const e of events) {
           if (e.revision > caughtUpTo) break replay;
           last = e.revision;
-          yield { kind: "event", revision: e.revision, event: e };
+          yield map({ kind: "event", revision: e.revision, event: e });
           if (signal.aborted) return;
         }
         if (events.length < this.batchSize) break;
       }
       if (last < caughtUpTo) last = caughtUpTo;
-      yield { kind: "checkpoint", revision: last };
+      yield map({ kind: "checkpoint", revision: last });
       sub.lastSent = this.clock();
       if (sink) {
         // Push mode: fan-out writes to the sink; this only waits for the end.
-        sub.attach(sink, last);
+        sub.attach(sink, map as (item: WatchItem) => unknown, last);
         for (;;) {
           if (signal.aborted) return;
           if (this.closing) throw shuttingDown(sub.lastRevision);
@@ -377,12 +409,12 @@ export class WatchHub {
         if (item) {
           if (item.revision <= last) continue;
           last = item.revision;
-          yield item;
+          yield map(item);
           sub.lastSent = this.clock();
         } else if (sub.checkpointDue) {
           sub.checkpointDue = false;
           if (this.follower.revision > last) last = this.follower.revision;
-          yield { kind: "checkpoint", revision: last };
+          yield map({ kind: "checkpoint", revision: last });
           sub.lastSent = this.clock();
         } else {
           await sub.wait();

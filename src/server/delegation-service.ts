@@ -4,7 +4,9 @@
  */
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { UseCases } from "../delegation/use-cases.js";
-import type { LiveSink, WatchHub } from "../events/watch-hub.js";
+import type { EventFilter } from "../store/store.js";
+import type { WatchHub } from "../events/watch-hub.js";
+import type { Principal } from "../domain/index.js";
 import type { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
 import { BrokerError } from "../domain/index.js";
 import * as v from "../delegation/validate.js";
@@ -72,32 +74,18 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
       };
     },
 
-    async *watchDelegations(req, ctx) {
+    // Not a generator of its own: the hub's watch is the stream (one frame for the stream's life).
+    watchDelegations(req, ctx) {
       const principal = principalOf(ctx);
-      const filter: { delegationId?: string; delegatorDid?: string } = {};
-      if (req.delegationId !== "") {
-        // Watching one delegation requires seeing it: get answers NOT_FOUND, the same as for a missing one.
-        const d = await useCases.read.get(principal, req.delegationId);
-        filter.delegationId = d.id;
-      }
-      if (req.delegatorDid !== "") filter.delegatorDid = v.did("delegator_did", req.delegatorDid);
-      if (!principal.admin) {
-        // A delegator watches only their own delegations; a caller without a DID (an agent) only its own one.
-        if (filter.delegationId === undefined && principal.did === "") {
-          throw new BrokerError("PERMISSION_DENIED", "DELEGATOR_ONLY", "watching all delegations needs a delegator identity; name a delegation_id");
-        }
-        if (filter.delegatorDid !== undefined && filter.delegatorDid !== principal.did) return;
-        if (filter.delegationId === undefined) filter.delegatorDid = principal.did;
-      }
-      // Where the transport can take writes directly, live items go straight to it.
-      const writer = ctx.values.get(streamWriterKey);
-      const sink: LiveSink | undefined = writer && {
-        write: (item) => writer.write(watchItemToMessage(item)),
-        onDrain: (resume) => writer.onDrain(resume),
-      };
-      for await (const item of hub.watch(req.startRevision, filter, ctx.signal, sink)) {
-        yield watchItemToMessage(item);
-      }
+      // Where the transport can take writes directly, live messages go straight to it.
+      const sink = ctx.values.get(streamWriterKey);
+      return hub.watch({
+        startRevision: req.startRevision,
+        filter: () => watchFilter(useCases, principal, req),
+        signal: ctx.signal,
+        map: watchItemToMessage,
+        ...(sink ? { sink } : {}),
+      });
     },
 
     async revokeDelegatorContext(req, ctx) {
@@ -113,4 +101,27 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
       return authorizeResultToMessage(r);
     },
   };
+}
+
+/**
+ * What a caller may watch: one delegation they may see (NOT_FOUND otherwise,
+ * the same as for a missing one), their own delegations, or (admins)
+ * everything; null when the filter names someone else's delegations.
+ */
+async function watchFilter(
+  useCases: UseCases,
+  principal: Principal,
+  req: { delegationId: string; delegatorDid: string },
+): Promise<EventFilter | null> {
+  const filter: EventFilter = {};
+  if (req.delegationId !== "") filter.delegationId = (await useCases.read.get(principal, req.delegationId)).id;
+  if (req.delegatorDid !== "") filter.delegatorDid = v.did("delegator_did", req.delegatorDid);
+  if (principal.admin) return filter;
+  // A delegator watches only their own delegations; a caller without a DID (an agent) only its own one.
+  if (filter.delegationId === undefined && principal.did === "") {
+    throw new BrokerError("PERMISSION_DENIED", "DELEGATOR_ONLY", "watching all delegations needs a delegator identity; name a delegation_id");
+  }
+  if (filter.delegatorDid !== undefined && filter.delegatorDid !== principal.did) return null;
+  if (filter.delegationId === undefined) filter.delegatorDid = principal.did;
+  return filter;
 }

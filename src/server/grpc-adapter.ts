@@ -5,15 +5,9 @@
  * Connect and gRPC-Web from connect-node, from the same implementation.
  */
 import { type DescMessage, type DescMethod, type DescService, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  type ContextValues,
-  type HandlerContext,
-  type ServiceImpl,
-  createContextValues,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type ContextKey, type ContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { Http2Stream } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { peerKey } from "./principal.js";
 import { streamWriterKey } from "./stream-writer.js";
@@ -70,12 +64,31 @@ function timeoutOf(call: SurfaceCall): number | undefined {
 }
 
 /**
+ * Context values with their methods on a prototype (Connect's
+ * createContextValues makes three closures per call, kept for a stream's life).
+ */
+class CallValues implements ContextValues {
+  [id: symbol]: unknown;
+  get<T>(key: ContextKey<T>): T {
+    return key.id in this ? (this[key.id] as T) : key.defaultValue;
+  }
+  set<T>(key: ContextKey<T>, value: T): this {
+    this[key.id] = value;
+    return this;
+  }
+  delete(key: ContextKey<unknown>): this {
+    delete this[key.id];
+    return this;
+  }
+}
+
+/**
  * The context values of one call, with the TLS peer when there is one.
  * grpc-js reports a peer certificate only once the handshake verified it
  * (over cleartext, or unverified, the auth context is empty).
  */
 function valuesFor(call: SurfaceCall): ContextValues {
-  const values = createContextValues();
+  const values = new CallValues();
   const auth = call.getAuthContext();
   if (auth.transportSecurityType === "ssl") {
     values.set(peerKey, { certificate: auth.sslPeerCertificate, authorized: auth.sslPeerCertificate !== undefined });
@@ -98,54 +111,111 @@ interface CallContext extends HandlerContext {
  * The HandlerContext of one grpc-js call. Lighter than Connect's
  * createHandlerContext (one AbortController instead of linked ones per call):
  * grpc-js enforces the deadline itself and reports it, like a client cancel,
- * as "cancelled".
+ * as "cancelled". A class, so its accessors live on the prototype and a
+ * long-lived stream holds only its fields.
  */
+class GrpcCallContext implements CallContext {
+  readonly signal: AbortSignal;
+  readonly requestMethod = "POST";
+  readonly protocolName = "grpc";
+  readonly values: ContextValues;
+  private readonly controller = new AbortController();
+  private readonly deadlineAt: number | undefined;
+  private header: Headers | undefined;
+  private trailer: Headers | undefined;
+
+  constructor(
+    readonly service: DescService,
+    readonly method: DescMethod,
+    private readonly call: SurfaceCall,
+    private readonly live: LiveCalls,
+  ) {
+    this.signal = this.controller.signal;
+    if (live.shutdown.aborted) this.controller.abort(SHUTDOWN);
+    else live.calls.add(this.controller);
+    // `on`, not `once`: grpc-js emits it once, and once() would keep a wrapper and its state per call.
+    call.on("cancelled", () => this.controller.abort(CANCELLED));
+    const deadline = timeoutOf(call);
+    this.deadlineAt = deadline === undefined ? undefined : Date.now() + deadline;
+    this.values = valuesFor(call);
+  }
+
+  get url(): string {
+    return `/${this.service.typeName}/${this.method.name}`;
+  }
+
+  timeoutMs(): number | undefined {
+    return this.deadlineAt === undefined ? undefined : Math.max(0, this.deadlineAt - Date.now());
+  }
+
+  // Built on each access, not kept: authentication reads it once, and a Watch stream
+  // would otherwise hold a Headers object for its whole life.
+  get requestHeader(): Headers {
+    return new Headers(headersOf(this.call.metadata));
+  }
+
+  get responseHeader(): Headers {
+    return (this.header ??= new Headers());
+  }
+
+  get responseTrailer(): Headers {
+    return (this.trailer ??= new Headers());
+  }
+
+  finish(): void {
+    this.live.calls.delete(this.controller);
+    if (!this.controller.signal.aborted) this.controller.abort(FINISHED);
+  }
+}
+
 function contextFor(service: DescService, method: DescMethod, call: SurfaceCall, live: LiveCalls): CallContext {
-  const controller = new AbortController();
-  if (live.shutdown.aborted) controller.abort(SHUTDOWN);
-  else live.calls.add(controller);
-  call.once("cancelled", () => controller.abort(CANCELLED));
-  const deadline = timeoutOf(call);
-  const deadlineAt = deadline === undefined ? undefined : Date.now() + deadline;
-  let requestHeader: Headers | undefined;
-  let responseHeader: Headers | undefined;
-  let responseTrailer: Headers | undefined;
-  return {
-    method,
-    service,
-    signal: controller.signal,
-    timeoutMs: () => (deadlineAt === undefined ? undefined : Math.max(0, deadlineAt - Date.now())),
-    requestMethod: "POST",
-    get requestHeader() {
-      return (requestHeader ??= new Headers(headersOf(call.metadata)));
-    },
-    get responseHeader() {
-      return (responseHeader ??= new Headers());
-    },
-    get responseTrailer() {
-      return (responseTrailer ??= new Headers());
-    },
-    protocolName: "grpc",
-    values: valuesFor(call),
-    url: `/${service.typeName}/${method.name}`,
-    finish() {
-      live.calls.delete(controller);
-      if (!controller.signal.aborted) controller.abort(FINISHED);
-    },
-  };
+  return new GrpcCallContext(service, method, call, live);
 }
 
 /**
  * Encodings of streamed messages, by message object. Watch hands the same
- * message of an event to every subscriber; it is encoded once.
+ * message of an event to every subscriber; it is encoded once, and framed
+ * once (the 5-byte gRPC prefix) for the direct path below.
  */
 const encoded = new WeakMap<object, Buffer>();
+const framed = new WeakMap<object, Buffer>();
 
 function encodeShared(schema: DescMessage, m: unknown): Buffer {
   const key = m as object;
   let bytes = encoded.get(key);
   if (!bytes) encoded.set(key, (bytes = Buffer.from(toBinary(schema, create(schema, m as never)))));
   return bytes;
+}
+
+function frameShared(schema: DescMessage, m: unknown): Buffer {
+  const key = m as object;
+  let frame = framed.get(key);
+  if (!frame) {
+    const bytes = encodeShared(schema, m);
+    frame = Buffer.allocUnsafe(bytes.length + 5);
+    frame.writeUInt8(0, 0); // not compressed
+    frame.writeUInt32BE(bytes.length, 1);
+    bytes.copy(frame, 5);
+    framed.set(key, frame);
+  }
+  return frame;
+}
+
+/**
+ * The HTTP/2 stream under a grpc-js server-streaming call, once its response
+ * headers are out, or undefined. grpc-js writes each message through an
+ * object-mode Writable, its interceptor chain and a fresh framed copy; for a
+ * fan-out of one event to thousands of Watch streams that is most of the
+ * cost, so live items are written to the stream directly, already framed.
+ * This reads grpc-js internals (BaseServerInterceptingCall's `stream` and
+ * `metadataSent`, version pinned in package.json): when they are not there,
+ * the public write path is used.
+ */
+function rawStreamOf(call: grpc.ServerWritableStream<unknown, unknown>): Http2Stream | undefined {
+  const base = (call as unknown as { call?: { stream?: unknown; metadataSent?: unknown } }).call;
+  const stream = base?.stream as Http2Stream | undefined;
+  if (base?.metadataSent !== true || !stream || typeof stream.write !== "function") return undefined;
+  return stream.destroyed || stream.writableEnded ? undefined : stream;
 }
 
 /** Registers every method of `service` on `server`, served by `impl`. */
@@ -202,11 +272,20 @@ export function addConnectService<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         if (call.request instanceof Undecodable) return void call.emit("error", statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
-        // Messages written directly (live Watch items) share the call with those yielded.
+        // Messages written directly (live Watch items) share the call with those yielded. Straight
+        // to the HTTP/2 stream when grpc-js has nothing buffered (so order is kept), else through it.
+        let waitOn: "raw" | "call" = "call";
         ctx.values.set(streamWriterKey, {
-          write: (message) => (call.cancelled || ctx.signal.aborted ? true : call.write(message)),
+          write: (message) => {
+            if (call.cancelled || ctx.signal.aborted) return true;
+            const raw = call.writableLength === 0 ? rawStreamOf(call) : undefined;
+            waitOn = raw ? "raw" : "call";
+            return raw ? raw.write(frameShared(output, message)) : call.write(message);
+          },
           onDrain: (resume) => {
-            call.once("drain", resume);
+            const raw = waitOn === "raw" ? rawStreamOf(call) : undefined;
+            if (raw) raw.once("drain", resume);
+            else call.once("drain", resume);
           },
         });
         void (async () => {

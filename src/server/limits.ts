@@ -57,7 +57,7 @@ export function limits(settings: Settings["limits"], log: Logger, options: Limit
   ]);
   const watches = new WatchCounter(settings.watchStreamsPerPrincipal);
 
-  return (next, method, streaming) => {
+  const interceptor: Interceptor = (next, method, streaming) => {
     if (streaming) {
       if (method !== DelegationService.method.watchDelegations) return next;
       return async function* (req, ctx) {
@@ -87,6 +87,11 @@ export function limits(settings: Settings["limits"], log: Logger, options: Limit
       return capped(req, ctx);
     };
   };
+  // As hooks for `intercept`: a Watch stream counts from its start until it ends, however it ends.
+  interceptor.stream = {
+    open: (_req, ctx, method) => (method === DelegationService.method.watchDelegations ? watches.acquire(limitKey(principalOf(ctx))) : undefined),
+  };
+  return interceptor;
 }
 
 /** Counts open streams per principal; `acquire` refuses beyond the limit. */
