@@ -3,8 +3,8 @@
  * deleted and the GSAP context revoked, measured at the loopback fakes (the
  * time the DELETE / the revoke POST arrived) against the ending's end_time.
  * The broker runs in its own process with its real Keycloak, GSAP (HTTP) and
- * Chronicle drivers; the Keycloak admin token lives 1 s, so it is renewed
- * while the work goes on.
+ * Chronicle drivers; the Keycloak admin token lives 1 s, and is revoked at
+ * the moment the cascade starts, so it is renewed while the work goes on.
  *
  *   npx tsx bench/ending-latency.ts            # 200 single revokes, then one cascade of 1,000
  *   LATENCY_SINGLE=100 LATENCY_CASCADE=2000 LATENCY_DRIVER=postgresql npx tsx bench/ending-latency.ts
@@ -109,6 +109,8 @@ try {
 
   const many = await createMany("ac-cascade", CASCADE);
   const tokensBefore = keycloak.requests.filter((r) => r.route === "token").length;
+  // The admin token the broker holds stops working now: its deletions meet a 401 and renew it mid-cascade.
+  keycloak.expireTokens();
   const t0 = performance.now();
   const res = await client.revokeDelegatorContext({ delegatorAcId: "ac-cascade", reason: "gsap_revoked" });
   const rpcMs = performance.now() - t0;

@@ -25,7 +25,7 @@ export interface ServerProcess {
    */
   cpuSeconds(): number | undefined;
   /** Sends `message` and resolves with the child's next message of type `reply`. */
-  ask<T>(message: { type: string }, reply: string, timeoutMs?: number): Promise<T>;
+  ask<T>(message: { type: string; [key: string]: unknown }, reply: string, timeoutMs?: number): Promise<T>;
   /** Sends a message that needs no answer. */
   tell(message: { type: string }): void;
   /** Asks the child to shut down cleanly; kills it if it has not exited after `graceMs`. */
@@ -108,7 +108,7 @@ export async function startServerProcess(entry: string, options: StartOptions = 
     ready,
     pid: child.pid!,
     cpuSeconds: () => procCpuSeconds(child.pid!),
-    ask<T>(message: { type: string }, reply: string, timeoutMs = 30_000) {
+    ask<T>(message: { type: string; [key: string]: unknown }, reply: string, timeoutMs = 30_000) {
       return new Promise<T>((resolve, reject) => {
         const onMessage = (m: unknown) => {
           if ((m as { type?: string } | null)?.type !== reply) return;

@@ -12,10 +12,16 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { startBroker } from "../../src/app.js";
-import { loadSettings } from "../../src/config/settings.js";
+import { writeHeapSnapshot } from "node:v8";
+import type * as App from "../../src/app.js";
+import type * as Config from "../../src/config/settings.js";
 import { BENCH_MAX_COMMANDS } from "../lib/load.js";
 import { serveUntilStopped } from "../lib/server-process.js";
+
+// BENCH_BROKER_BUILD=dist runs the compiled broker (`npm run build`), as `npm start` does; by default the sources (tsx).
+const root = process.env.BENCH_BROKER_BUILD === "dist" ? "../../dist" : "../../src";
+const { startBroker } = (await import(`${root}/app.js`)) as typeof App;
+const { loadSettings } = (await import(`${root}/config/settings.js`)) as typeof Config;
 
 const dir = mkdtempSync(join(tmpdir(), "lpb-bench-"));
 const settings = loadSettings({
@@ -39,11 +45,14 @@ const delay = monitorEventLoopDelay({ resolution: 5 });
 delay.enable();
 const effectLatencies: Record<string, number[]> = { idp_delete: [], gsap_revoke: [] };
 const expiryLateness: number[] = [];
+/** Commit (event time) to the last write of each fan-out, with its size. */
+const fanOuts: { ms: number; deliveries: number }[] = [];
 const startedAt = performance.now();
 
 const broker = await startBroker(settings, {
   onEffectDone: (kind, ms) => effectLatencies[kind]!.push(ms),
   onExpired: (ms) => expiryLateness.push(ms),
+  onFannedOut: (eventTime, deliveries, doneAt) => fanOuts.push({ ms: doneAt - eventTime, deliveries }),
 }).catch((err: unknown) => {
   rmSync(dir, { recursive: true, force: true });
   throw err;
@@ -52,10 +61,16 @@ const listeningAfterMs = performance.now() - startedAt;
 
 process.on("message", (m: unknown) => {
   const type = (m as { type?: string } | null)?.type;
+  if (type === "heap-snapshot") {
+    (globalThis as { gc?: () => void }).gc?.();
+    process.send!({ type: "heap-snapshot", file: writeHeapSnapshot((m as { file?: string }).file) });
+    return;
+  }
   if (type === "stats-reset") {
     delay.reset();
     for (const k of Object.keys(effectLatencies)) effectLatencies[k] = [];
     expiryLateness.length = 0;
+    fanOuts.length = 0;
   } else if (type === "stats") {
     (globalThis as { gc?: () => void }).gc?.();
     const mem = process.memoryUsage();
@@ -66,6 +81,7 @@ process.on("message", (m: unknown) => {
       memory: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, arrayBuffers: mem.arrayBuffers },
       effectLatencies,
       expiryLateness,
+      fanOuts,
       watchers: broker.hub.subscriberCount,
     });
   }
