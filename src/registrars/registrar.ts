@@ -41,6 +41,13 @@ export interface AgentRegistrar {
    */
   deleteAgent(ref: AgentIdentityRef): Promise<void>;
   /**
+   * Replaces the identity's secret with a new one and returns it: every
+   * earlier secret stops working. For a CreateDelegation retry whose first
+   * answer (with the only copy of the secret) was lost. Undefined when the
+   * identity has no secret of its own (an Entra Agent ID identity).
+   */
+  rotateSecret(ref: AgentIdentityRef): Promise<string | undefined>;
+  /**
    * Every identity this broker registered that still exists, with the
    * delegation id it is tagged with (for the orphan sweep).
    */

@@ -1,12 +1,14 @@
 /**
  * A loopback Microsoft Entra: the login authority (OIDC discovery, v2.0 token
- * endpoint) and Microsoft Graph v1.0 (applications, addPassword, service
- * principals, Entra Agent ID agent identities, deleted items), each a real
- * HTTPS server on 127.0.0.1 with a certificate made by the `openssl` CLI at
- * test time. Wire formats follow ../shared/EXTERNAL-APIS.md §2: statuses
- * (201 create, 200 addPassword, 204 delete), Graph error bodies, soft delete
- * into deleted items, $filter on appId and on tags/any(...), cursor paging
- * through @odata.nextLink, 429 with Retry-After.
+ * endpoint) and Microsoft Graph v1.0 (applications, addPassword and
+ * removePassword, service principals, Entra Agent ID agent identities,
+ * deleted items), each a real HTTPS server on 127.0.0.1 with a certificate
+ * made by the `openssl` CLI at test time. Wire formats follow
+ * ../shared/EXTERNAL-APIS.md §2: statuses (201 create, 200 addPassword, 204
+ * removePassword and delete), Graph error bodies, soft delete into deleted
+ * items, $filter on appId and on tags/any(...), $select, cursor paging
+ * through @odata.nextLink, 429 with Retry-After. An agent signs in with any
+ * password its application still holds, until that password's endDateTime.
  *
  * Faults: an answer (status, code, Retry-After, delay) for the next N calls
  * of a route, replication lag after create, refused connections. Inspection:
@@ -21,6 +23,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { Agent, request } from "undici";
 import type { HttpClientOptions } from "../../src/clients/http/http-client.js";
 import type { Logger } from "../../src/logging.js";
 import { type EntraRegistrarOptions, createEntraRegistrar } from "../../src/registrars/entra/entra-registrar.js";
@@ -66,6 +69,7 @@ export type EntraRoute =
   | "getApplication"
   | "deleteApplication"
   | "addPassword"
+  | "removePassword"
   | "createServicePrincipal"
   | "listServicePrincipals"
   | "deleteServicePrincipal"
@@ -387,6 +391,20 @@ export class EntraFake {
     return this.newApplication({ displayName, tags });
   }
 
+  /**
+   * Adds a password to an application directly (as an operator or another tool
+   * would have), returning its keyId and secret.
+   */
+  addPasswordTo(objectId: string, passwordCredential: { displayName?: string; endDateTime?: string } = {}): { keyId: string; secretText: string } {
+    const body = this.addPassword({ id: objectId }, { passwordCredential }).body as { keyId: string; secretText: string };
+    return { keyId: body.keyId, secretText: body.secretText };
+  }
+
+  /** Every access token issued (to check that none leaks into logs). */
+  accessTokens(): string[] {
+    return [...this.tokens.keys()];
+  }
+
   /** The application with this appId, live. */
   applicationByAppId(appId: string): (FakeApplication & Seq) | undefined {
     return [...this.applications.values()].find((a) => a.appId === appId);
@@ -629,9 +647,13 @@ export class EntraFake {
       const ref = { id: m[1], appId: m[2] && unquote(m[2]) };
       return route("addPassword", () => this.addPassword(ref, json()));
     }
+    if ((m = new RegExp(`^/v1\\.0/applications${key}/removePassword$`).exec(path)) && method === "POST") {
+      const ref = { id: m[1], appId: m[2] && unquote(m[2]) };
+      return route("removePassword", () => this.removePassword(ref, json()));
+    }
     if ((m = new RegExp(`^/v1\\.0/applications${key}$`).exec(path))) {
       const ref = { id: m[1], appId: m[2] && unquote(m[2]) };
-      if (method === "GET") return route("getApplication", () => ({ status: 200, body: this.findApplication(ref) }));
+      if (method === "GET") return route("getApplication", () => this.getApplication(url, ref));
       if (method === "DELETE") return route("deleteApplication", () => this.deleteApplication(ref));
     }
     if (path === "/v1.0/servicePrincipals") {
@@ -752,6 +774,35 @@ export class EntraFake {
       status: 200,
       body: { "@odata.context": `${this.graphUrl}/$metadata#microsoft.graph.passwordCredential`, ...credential, secretText },
     };
+  }
+
+  /** GET /applications/{id} or /applications(appId='…'), honouring $select. */
+  private getApplication(url: URL, ref: { id?: string | undefined; appId?: string | undefined }): Answer {
+    const app = this.findApplication(ref);
+    const select = url.searchParams.get("$select")?.split(",").map((s) => s.trim());
+    const visible = strip(app) as Record<string, unknown>;
+    const body = select ? Object.fromEntries(Object.entries(visible).filter(([k]) => select.includes(k) || k === "@odata.type")) : visible;
+    const context = `${this.graphUrl}/$metadata#applications${select ? `(${select.join(",")})` : ""}/$entity`;
+    return { status: 200, body: { "@odata.context": context, ...body } };
+  }
+
+  /**
+   * POST /applications/{id}/removePassword {"keyId"} → 204 No Content; the
+   * password stops working at once. A keyId the application does not hold is
+   * a 400 (status as observed from real Graph by other clients, with this
+   * message; the error code is not documented).
+   */
+  private removePassword(ref: { id?: string | undefined; appId?: string | undefined }, body: Record<string, unknown>): Answer {
+    const app = this.findApplication(ref);
+    const keyId = body.keyId;
+    if (typeof keyId !== "string" || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) {
+      throw new HttpError(400, "Request_BadRequest", "Invalid value specified for property 'keyId' of resource 'PasswordCredential'.");
+    }
+    const at = app.passwordCredentials.findIndex((c) => c.keyId.toLowerCase() === keyId.toLowerCase());
+    if (at < 0) throw new HttpError(400, "Request_BadRequest", `No password credential found with keyId ${keyId}.`);
+    const [removed] = app.passwordCredentials.splice(at, 1);
+    this.secrets.set(app.appId, (this.secrets.get(app.appId) ?? []).filter((c) => c.keyId !== removed!.keyId));
+    return { status: 204 };
   }
 
   private deleteApplication(ref: { id?: string | undefined; appId?: string | undefined }): Answer {
@@ -913,7 +964,26 @@ export interface EntraHarness {
   fake: EntraFake;
   /** What the fake IdP holds, excluding deleted items. */
   identities(): Promise<{ delegationId: string; clientId: string }[]>;
+  /** Whether the authority issues a token for these client credentials, as the agent would ask for one. */
+  secretWorks(clientId: string, secret: string): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** Status of a client_credentials token request for Graph, as an agent sends it, to the fake's authority. */
+export async function agentTokenStatus(fake: EntraFake, clientId: string, clientSecret: string): Promise<number> {
+  const dispatcher = new Agent({ connect: { ca: fake.ca } });
+  try {
+    const res = await request(`${fake.authorityHost}/${fake.tenantId}/oauth2/v2.0/token`, {
+      dispatcher,
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ grant_type: "client_credentials", client_id: clientId, client_secret: clientSecret, scope: `${new URL(fake.graphUrl).origin}/.default` }).toString(),
+    });
+    await res.body.text();
+    return res.statusCode;
+  } finally {
+    await dispatcher.close();
+  }
 }
 
 export interface EntraHarnessOptions {
@@ -939,6 +1009,7 @@ export async function startEntraHarness(opts: EntraHarnessOptions = {}): Promise
     registrar,
     fake,
     identities: async () => fake.identities().map(({ delegationId, clientId }) => ({ delegationId, clientId })),
+    secretWorks: async (clientId, secret) => (await agentTokenStatus(fake, clientId, secret)) === 200,
     close: async () => {
       await registrar.close();
       await fake.close();

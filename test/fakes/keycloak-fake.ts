@@ -3,8 +3,10 @@
  * speaks the token endpoint and the Admin REST API for clients as described in
  * ../shared/EXTERNAL-APIS.md §1 and §5 (status codes, bodies, headers), with
  * switchable faults (statuses, delays, dropped and refused connections, dead
- * admin tokens, a create that answers 409 after creating) and inspection of
- * what it holds and what it was sent.
+ * admin tokens, a create that answers 409 after creating), an optional
+ * client-secret-rotation policy (a regenerated secret leaves the previous one
+ * valid as "rotated" until invalidated) and inspection of what it holds and
+ * what it was sent.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
@@ -15,7 +17,7 @@ import { createKeycloakRegistrar } from "../../src/registrars/keycloak/keycloak-
 import type { AgentRegistrar } from "../../src/registrars/registrar.js";
 
 /** The routes faults can be attached to. */
-export type KeycloakRoute = "token" | "create" | "list" | "get" | "delete" | "getSecret" | "regenerateSecret";
+export type KeycloakRoute = "token" | "create" | "list" | "get" | "delete" | "getSecret" | "regenerateSecret" | "invalidateRotatedSecret";
 
 /** What the fake does instead of (or before) answering normally. */
 export type KeycloakFault =
@@ -42,6 +44,8 @@ export interface FakeClient {
   protocol: string;
   /** Undefined for public and bearer-only clients. */
   secret: string | undefined;
+  /** The previous secret, still accepted, under a secret-rotation policy (`secretRotation`). */
+  rotatedSecret: string | undefined;
   attributes: Record<string, string>;
   /** realm-management client roles of its service account (manage-clients, view-clients, query-clients, realm-admin). */
   roles: string[];
@@ -74,6 +78,12 @@ export interface KeycloakFakeOptions {
   tokenLifetimeSec?: number;
   /** Decides token expiry. By default, Date.now. */
   clock?: () => number;
+  /**
+   * Acts as if a client policy with the secret-rotation executor applied:
+   * regenerating keeps the previous secret valid as "rotated" until
+   * DELETE .../client-secret/rotated. By default, false (Keycloak's default).
+   */
+  secretRotation?: boolean;
 }
 
 interface IssuedToken {
@@ -92,6 +102,8 @@ export class KeycloakFake {
   readonly adminClientSecret: string;
   /** expires_in of tokens issued from now on. */
   tokenLifetimeSec: number;
+  /** See KeycloakFakeOptions.secretRotation. */
+  secretRotation: boolean;
   readonly requests: RecordedRequest[] = [];
   private readonly byId = new Map<string, FakeClient>();
   private readonly tokens = new Map<string, IssuedToken>();
@@ -107,6 +119,7 @@ export class KeycloakFake {
     this.adminClientId = options.adminClientId ?? "llm-broker-admin";
     this.adminClientSecret = options.adminClientSecret ?? `admin-${randomBytes(18).toString("base64url")}`;
     this.tokenLifetimeSec = options.tokenLifetimeSec ?? 300;
+    this.secretRotation = options.secretRotation ?? false;
     this.clock = options.clock ?? Date.now;
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
@@ -176,6 +189,7 @@ export class KeycloakFake {
       directAccessGrantsEnabled: false,
       protocol: "openid-connect",
       secret: randomSecret(),
+      rotatedSecret: undefined,
       attributes: {},
       roles: [],
       posted: undefined,
@@ -340,7 +354,17 @@ export class KeycloakFake {
           send(res, 204);
           return;
         }
-        if (match.route === "regenerateSecret") client.secret = randomSecret();
+        if (match.route === "invalidateRotatedSecret") {
+          // Keycloak removes the rotated secret (if any) whether or not the rotation feature is on.
+          client.rotatedSecret = undefined;
+          send(res, 204);
+          return;
+        }
+        if (match.route === "regenerateSecret") {
+          // Without a rotation policy Keycloak also drops any earlier rotation info.
+          client.rotatedSecret = this.secretRotation ? client.secret : undefined;
+          client.secret = randomSecret();
+        }
         send(res, 200, { type: "secret", value: client.secret ?? "" });
       }
     }
@@ -365,6 +389,9 @@ export class KeycloakFake {
     if (rest.length === 2 && rest[1] === "client-secret") {
       if (method === "GET") return { route: "getSecret", id };
       if (method === "POST") return { route: "regenerateSecret", id };
+    }
+    if (rest.length === 3 && rest[1] === "client-secret" && rest[2] === "rotated" && method === "DELETE") {
+      return { route: "invalidateRotatedSecret", id };
     }
     return undefined;
   }
@@ -401,7 +428,10 @@ export class KeycloakFake {
     if (!client || !client.enabled) return err(401, "invalid_client", "Invalid client or Invalid client credentials");
     if (client.bearerOnly) return err(400, "invalid_client", "Bearer-only not allowed");
     if (client.publicClient) return err(401, "unauthorized_client", "Public client not allowed to retrieve service account");
-    if (!secret || secret !== client.secret) return err(401, "unauthorized_client", "Invalid client or Invalid client credentials");
+    // The primary secret, or (under a rotation policy) the rotated one.
+    if (!secret || (secret !== client.secret && secret !== client.rotatedSecret)) {
+      return err(401, "unauthorized_client", "Invalid client or Invalid client credentials");
+    }
     if (!client.serviceAccountsEnabled) return err(401, "unauthorized_client", "Client not enabled to retrieve service account");
     const now = this.clock();
     const lifetime = this.tokenLifetimeSec;
@@ -478,6 +508,7 @@ export class KeycloakFake {
       protocol: typeof rep.protocol === "string" ? rep.protocol : "openid-connect",
       // Generated unless the client is public or bearer-only, or the caller chose one.
       secret: publicClient || bearerOnly ? undefined : typeof rep.secret === "string" && rep.secret ? rep.secret : randomSecret(),
+      rotatedSecret: undefined,
       attributes,
       roles: [],
       posted: rep,
@@ -625,7 +656,20 @@ export interface KeycloakHarness {
   fake: KeycloakFake;
   /** What the fake IdP holds: every client the broker tagged as governed. */
   identities(): Promise<{ delegationId: string; clientId: string }[]>;
+  /** Whether the token endpoint issues a token for these client credentials (client_credentials grant). */
+  secretWorks(clientId: string, secret: string): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** Status of a client_credentials token request (client_secret_post) to the fake. */
+export async function tokenStatus(fake: KeycloakFake, clientId: string, secret: string): Promise<number> {
+  const res = await fetch(`${fake.url}/realms/${encodeURIComponent(fake.realm)}/protocol/openid-connect/token`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ grant_type: "client_credentials", client_id: clientId, client_secret: secret }).toString(),
+  });
+  await res.arrayBuffer();
+  return res.status;
 }
 
 /** Starts a fake Keycloak and a registrar pointed at it, with short, test-friendly HTTP timings. */
@@ -651,6 +695,9 @@ export async function startKeycloakHarness(
         .clients()
         .filter((c) => c.attributes.llm_broker_governed === "true")
         .map((c) => ({ delegationId: c.attributes.delegation_id ?? "", clientId: c.clientId }));
+    },
+    async secretWorks(clientId, secret) {
+      return (await tokenStatus(fake, clientId, secret)) === 200;
     },
     async close() {
       await registrar.close();

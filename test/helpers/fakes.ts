@@ -22,6 +22,7 @@ export function flakyRegistrar() {
       state.deleted.push(ref.delegationId);
       return inner.deleteAgent(ref);
     },
+    rotateSecret: (ref) => inner.rotateSecret(ref),
     listAgents: () => inner.listAgents(),
     close: () => inner.close(),
   };

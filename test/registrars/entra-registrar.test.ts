@@ -1,15 +1,16 @@
 /**
  * The Entra registrar against a loopback Entra (HTTPS login + Graph servers):
- * what it creates, how it deletes, and how it fails.
+ * what it creates, how it rotates and deletes, and how it fails.
  */
+import { randomUUID } from "node:crypto";
 import { inspect } from "node:util";
 import { Agent, request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
-import { HttpClient } from "../../src/clients/http/http-client.js";
+import { HttpClient, UpstreamError } from "../../src/clients/http/http-client.js";
 import { createLogger } from "../../src/logging.js";
 import { createEntraRegistrar } from "../../src/registrars/entra/entra-registrar.js";
 import type { AgentIdentity, AgentIdentityRef, AgentRegistrar, RegisterAgentRequest } from "../../src/registrars/registrar.js";
-import { type EntraFake, type EntraHarness, type EntraHarnessOptions, startEntraFake, startEntraHarness } from "../fakes/entra-fake.js";
+import { type EntraFake, type EntraHarness, type EntraHarnessOptions, agentTokenStatus, startEntraFake, startEntraHarness } from "../fakes/entra-fake.js";
 import { type Failure, asCaller, callerCode, isFailure } from "../helpers/caller-code.js";
 
 const open: { close(): Promise<void> }[] = [];
@@ -53,22 +54,7 @@ async function rejection(p: Promise<unknown>): Promise<Failure> {
   return err as Failure;
 }
 
-/** A token request to the fake's authority, as the agent would send it. */
-async function agentToken(fake: EntraFake, clientId: string, clientSecret: string): Promise<number> {
-  const dispatcher = new Agent({ connect: { ca: fake.ca } });
-  try {
-    const res = await request(`${fake.authorityHost}/${fake.tenantId}/oauth2/v2.0/token`, {
-      dispatcher,
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams({ grant_type: "client_credentials", client_id: clientId, client_secret: clientSecret, scope: `${new URL(fake.graphUrl).origin}/.default` }).toString(),
-    });
-    await res.body.text();
-    return res.statusCode;
-  } finally {
-    await dispatcher.close();
-  }
-}
+const agentToken = agentTokenStatus;
 
 describe("Entra registrar: application path", () => {
   it("creates a tagged application, a password that ends with the delegation and a service principal", async () => {
@@ -408,5 +394,264 @@ describe("Entra registrar: Agent ID path", () => {
     await registrar.deleteAgent({ delegationId: "d", clientId: a.clientId, objectId: a.objectId });
     expect(await identities()).toEqual([]);
     expect(fake.deletedItems.get(a.objectId)?.kind).toBe("agentIdentity");
+  });
+});
+
+/** Token requests of the broker itself (not an agent's sign-in, as agentToken sends). */
+function brokerTokens(fake: EntraFake) {
+  return fake.calls("token").filter((r) => (r.body as { client_id?: string }).client_id === fake.clientId);
+}
+
+describe("Entra registrar: rotateSecret", () => {
+  async function registered(opts: EntraHarnessOptions = {}) {
+    const h = await harness(opts);
+    const req = request_();
+    const identity = await h.registrar.registerAgent(req);
+    const ref: AgentIdentityRef = { delegationId: req.delegationId, clientId: identity.clientId, objectId: identity.objectId };
+    return { ...h, req, identity, ref };
+  }
+
+  it("adds a password ending with the delegation and removes the old one: the new secret works, the old one no longer does", async () => {
+    const { registrar, fake, req, identity, ref } = await registered();
+    const app = fake.applications.get(identity.objectId)!;
+    const oldKey = app.passwordCredentials[0]!.keyId;
+
+    const rotated = await registrar.rotateSecret(ref);
+    expect(rotated).toEqual(expect.any(String));
+    expect(rotated).not.toBe(identity.clientSecret);
+    expect(await agentToken(fake, identity.clientId, rotated!)).toBe(200);
+    expect(await agentToken(fake, identity.clientId, identity.clientSecret)).toBe(401);
+
+    expect(app.passwordCredentials).toHaveLength(1);
+    expect(app.passwordCredentials[0]!.keyId).not.toBe(oldKey);
+    expect(app.passwordCredentials[0]!.endDateTime).toBe("2030-01-02T03:04:05.678Z");
+    const read = fake.calls("getApplication")[0]!;
+    expect(read.path).toBe(`/v1.0/applications/${identity.objectId}`);
+    expect(read.query.get("$select")?.split(",")).toEqual(expect.arrayContaining(["id", "appId", "tags", "passwordCredentials"]));
+    expect(fake.calls("addPassword").at(-1)!.body).toEqual({
+      passwordCredential: { displayName: `delegation-${req.delegationId}`, endDateTime: "2030-01-02T03:04:05.678Z" },
+    });
+    expect(fake.calls("removePassword").map((r) => [r.path, r.body, r.status])).toEqual([
+      [`/v1.0/applications/${identity.objectId}/removePassword`, { keyId: oldKey }, 204],
+    ]);
+  });
+
+  it("removes every other password, an operator's too, and never outlives the earliest", async () => {
+    const { registrar, fake, identity, ref } = await registered();
+    const oldKey = fake.applications.get(identity.objectId)!.passwordCredentials[0]!.keyId;
+    const later = fake.addPasswordTo(identity.objectId, { displayName: "operator", endDateTime: "2031-01-01T00:00:00Z" });
+    const sooner = fake.addPasswordTo(identity.objectId, { displayName: "operator", endDateTime: "2029-06-30T00:00:00Z" });
+
+    const rotated = await registrar.rotateSecret(ref);
+    const app = fake.applications.get(identity.objectId)!;
+    expect(app.passwordCredentials.map((c) => c.endDateTime)).toEqual(["2029-06-30T00:00:00.000Z"]);
+    const removed = fake.calls("removePassword").map((r) => (r.body as { keyId: string }).keyId);
+    expect(removed.sort()).toEqual([oldKey, later.keyId, sooner.keyId].sort());
+    expect(await agentToken(fake, identity.clientId, rotated!)).toBe(200);
+    for (const old of [identity.clientSecret, later.secretText, sooner.secretText]) expect(await agentToken(fake, identity.clientId, old)).toBe(401);
+  });
+
+  it("ends the new password at the expiry noted on the application when it holds no password any more", async () => {
+    const { registrar, fake, identity, ref } = await registered();
+    fake.applications.get(identity.objectId)!.passwordCredentials.splice(0);
+    const rotated = await registrar.rotateSecret(ref);
+    expect(fake.applications.get(identity.objectId)!.passwordCredentials.map((c) => c.endDateTime)).toEqual(["2030-01-02T03:04:05.678Z"]);
+    expect(fake.calls("removePassword")).toHaveLength(0);
+    expect(await agentToken(fake, identity.clientId, rotated!)).toBe(200);
+  });
+
+  it("finds the application by appId, else by its delegation tag, and touches no other delegation's", async () => {
+    const { registrar, fake, req, identity } = await registered();
+    const other = await registrar.registerAgent(request_());
+
+    const byAppId = await registrar.rotateSecret({ delegationId: req.delegationId, clientId: identity.clientId, objectId: "" });
+    expect(fake.calls("getApplication").at(-1)!.path).toBe(`/v1.0/applications(appId='${identity.clientId}')`);
+    const byTag = await registrar.rotateSecret({ delegationId: req.delegationId, clientId: "", objectId: "" });
+    expect(fake.calls("listApplications").at(-1)!.query.get("$filter")).toBe(`tags/any(t:t eq 'delegation_id:${req.delegationId}')`);
+
+    expect(await agentToken(fake, identity.clientId, byTag!)).toBe(200);
+    expect(await agentToken(fake, identity.clientId, byAppId!)).toBe(401);
+    expect(await agentToken(fake, other.clientId, other.clientSecret)).toBe(200);
+  });
+
+  it("renews the token once when Graph refuses it mid-rotation", async () => {
+    const { registrar, fake, identity, ref } = await registered();
+    fake.fail("removePassword", { status: 401 });
+    const rotated = await registrar.rotateSecret(ref);
+    expect(fake.calls("removePassword").map((r) => r.status)).toEqual([401, 204]);
+    expect(brokerTokens(fake)).toHaveLength(2);
+    expect(await agentToken(fake, identity.clientId, rotated!)).toBe(200);
+
+    fake.expireTokens();
+    await registrar.rotateSecret(ref);
+    expect(fake.calls("getApplication").map((r) => r.status)).toEqual([200, 401, 200]);
+    expect(brokerTokens(fake)).toHaveLength(3);
+  });
+
+  it("repeats reads and removals after a 5xx and an addPassword after a 429, but not an addPassword after a 5xx", async () => {
+    const { registrar, fake, identity, ref } = await registered();
+    fake.fail("getApplication", { status: 503, retryAfter: "0" });
+    fake.fail("addPassword", { status: 429, retryAfter: "0" });
+    fake.fail("removePassword", { status: 500 });
+    const rotated = await registrar.rotateSecret(ref);
+    expect(fake.calls("getApplication").map((r) => r.status)).toEqual([503, 200]);
+    expect(fake.calls("addPassword").map((r) => r.status)).toEqual([200, 429, 200]);
+    expect(fake.calls("removePassword").map((r) => r.status)).toEqual([500, 204]);
+    expect(fake.applications.get(identity.objectId)!.passwordCredentials).toHaveLength(1);
+
+    // Each addPassword adds a password: a 5xx may have added one, so it is not repeated.
+    fake.fail("addPassword", { status: 500 });
+    const err = await rejection(registrar.rotateSecret(ref));
+    expect(callerCode(err)).toBe("UNAVAILABLE");
+    expect(err).toMatchObject({ reason: "ENTRA_UNAVAILABLE", retryable: true });
+    expect(fake.calls("addPassword").map((r) => r.status)).toEqual([200, 429, 200, 500]);
+    expect(await agentToken(fake, identity.clientId, rotated!)).toBe(200); // untouched
+  });
+
+  it("counts a removal repeated after a lost answer as done (Graph then refuses the keyId it no longer has)", async () => {
+    // The first removal times out but is processed; the repeat, sent after it, meets 400.
+    const { registrar, fake, identity, ref } = await registered({
+      httpOptions: { timeoutMs: 300, maxRetries: 2, minBackoffMs: 10, maxBackoffMs: 50, sleep: () => new Promise((r) => setTimeout(r, 300)) },
+    });
+    fake.fail("removePassword", { delayMs: 400 });
+    const rotated = await registrar.rotateSecret(ref);
+    const removals = fake.calls("removePassword");
+    expect(removals.map((r) => r.status)).toEqual([204, 400]);
+    expect(fake.calls("getApplication")).toHaveLength(2); // the read before, and the one telling "already removed"
+    expect(fake.applications.get(identity.objectId)!.passwordCredentials).toHaveLength(1);
+    expect(await agentToken(fake, identity.clientId, rotated!)).toBe(200);
+    expect(await agentToken(fake, identity.clientId, identity.clientSecret)).toBe(401);
+  });
+
+  it("a removal Graph refuses for good fails the rotation and takes the new password away again", async () => {
+    const { registrar, fake, identity, ref } = await registered();
+    const before = fake.applications.get(identity.objectId)!.passwordCredentials.map((c) => c.keyId);
+    fake.fail("removePassword", { status: 403 });
+    const err = await rejection(registrar.rotateSecret(ref));
+    expect(err.reason).toBe("ENTRA_PERMISSION_DENIED");
+    expect(err.metadata).toMatchObject({ operation: "remove password", status: "403" });
+    expect(fake.applications.get(identity.objectId)!.passwordCredentials.map((c) => c.keyId)).toEqual(before);
+    expect(await agentToken(fake, identity.clientId, identity.clientSecret)).toBe(200);
+  });
+
+  it("an application that is gone is a non-retryable ENTRA_IDENTITY_GONE (after the replication wait, by object id)", async () => {
+    const { registrar, fake, req, identity, ref } = await registered();
+    await registrar.deleteAgent(ref);
+    for (const [r, named] of [
+      [ref, identity.clientId],
+      [{ delegationId: req.delegationId, clientId: "", objectId: "" }, req.delegationId],
+    ] as const) {
+      const err = await rejection(registrar.rotateSecret(r));
+      expect(err).toBeInstanceOf(UpstreamError);
+      expect(callerCode(err)).toBe("UNAVAILABLE");
+      expect(err).toMatchObject({ reason: "ENTRA_IDENTITY_GONE", failure: "rejected", retryable: false });
+      expect(err.message).toContain(named);
+      expect(err.message).toContain("no longer exists");
+    }
+    expect(fake.calls("getApplication").map((r) => r.status)).toEqual([404, 404, 404, 404, 404, 404]);
+    expect(fake.calls("addPassword")).toHaveLength(1); // registerAgent's only
+  });
+
+  it("refuses an application tagged with another delegation, or not governed, and leaves its passwords alone", async () => {
+    const { registrar, fake } = await harness();
+    const foreign = fake.addApplication("someone else's agent", ["governed:true", "delegation_id:dlg-someone-else"]);
+    const plain = fake.addApplication("an operator's app", []);
+    const kept = fake.addPasswordTo(foreign.id);
+    for (const ref of [
+      { delegationId: "dlg-mine", clientId: foreign.appId, objectId: foreign.id },
+      { delegationId: "", clientId: "", objectId: plain.id },
+    ]) {
+      const err = await rejection(registrar.rotateSecret(ref));
+      expect(err).toMatchObject({ reason: "ENTRA_IDENTITY_CONFLICT", failure: "rejected", retryable: false });
+    }
+    expect(fake.calls("addPassword")).toHaveLength(0);
+    expect(fake.calls("removePassword")).toHaveLength(0);
+    expect(fake.applications.get(foreign.id)!.passwordCredentials.map((c) => c.keyId)).toEqual([kept.keyId]);
+  });
+
+  it("answers undefined for an Entra Agent ID identity without asking Graph or the authority", async () => {
+    const { registrar, fake, ref } = await registered({ blueprint: true });
+    const before = fake.requests.length;
+    expect(await registrar.rotateSecret(ref)).toBeUndefined();
+    expect(await registrar.rotateSecret({ delegationId: ref.delegationId, clientId: "", objectId: "" })).toBeUndefined();
+    expect(fake.requests.length).toBe(before);
+  });
+
+  it("never puts a secret in an error or a log line while rotating", async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "trace", destination: { write: (line: string) => void lines.push(line) } });
+    const { registrar, fake, identity, ref } = await registered({ log });
+    const errors: unknown[] = [];
+    const attempt = async (p: Promise<unknown>) => p.catch((err: unknown) => void errors.push(err));
+
+    const rotated = [await registrar.rotateSecret(ref)];
+    fake.expireTokens();
+    rotated.push(await registrar.rotateSecret(ref)); // 401 and renewal
+    fake.fail("addPassword", { status: 500 });
+    await attempt(registrar.rotateSecret(ref));
+    fake.fail("removePassword", { status: 400 });
+    fake.fail("removePassword", { status: 503 }, 3); // the clean-up fails too, and is logged
+    await attempt(registrar.rotateSecret(ref));
+    await attempt(registrar.rotateSecret({ ...ref, delegationId: "dlg-not-this-one" }));
+    rotated.push(await registrar.rotateSecret(ref));
+    for (const e of errors) log.warn({ err: e, cause: (e as Error).cause }, (e as Error).message); // as the server's error mapper logs it
+
+    expect(errors).toHaveLength(3);
+    const secrets = [fake.clientSecret, identity.clientSecret, ...rotated.map((s) => s ?? ""), ...fake.accessTokens()];
+    expect(rotated.every((s) => (s ?? "").length >= 16)).toBe(true);
+    const everything = [...lines, ...errors.map((e) => inspect(e, { depth: 10 }))].join("\n");
+    expect(lines.length).toBeGreaterThan(5);
+    for (const secret of secrets) expect(everything).not.toContain(secret);
+  });
+});
+
+describe("the fake Entra itself", () => {
+  /** A Graph call with the broker's own app token. */
+  async function graph(fake: EntraFake, method: "GET" | "POST", path: string, json?: unknown) {
+    const dispatcher = new Agent({ connect: { ca: fake.ca } });
+    try {
+      const origin = new URL(fake.graphUrl).origin;
+      const tokenRes = await request(`${fake.authorityHost}/${fake.tenantId}/oauth2/v2.0/token`, {
+        dispatcher,
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ grant_type: "client_credentials", client_id: fake.clientId, client_secret: fake.clientSecret, scope: `${origin}/.default` }).toString(),
+      });
+      const { access_token: token } = (await tokenRes.body.json()) as { access_token: string };
+      const res = await request(`${fake.graphUrl}${path}`, {
+        dispatcher,
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(json !== undefined ? { "content-type": "application/json" } : {}) },
+        ...(json !== undefined ? { body: JSON.stringify(json) } : {}),
+      });
+      const text = await res.body.text();
+      return { status: res.statusCode, body: text ? (JSON.parse(text) as Record<string, unknown>) : undefined };
+    } finally {
+      await dispatcher.close();
+    }
+  }
+
+  it("removePassword answers 204, then 400 for the keyId it no longer holds, 404 for an unknown application", async () => {
+    const fake = await startEntraFake();
+    open.push(fake);
+    const app = fake.addApplication("app");
+    const { keyId } = fake.addPasswordTo(app.id);
+    expect(await graph(fake, "POST", `/applications/${app.id}/removePassword`, { keyId })).toEqual({ status: 204, body: undefined });
+    const again = await graph(fake, "POST", `/applications/${app.id}/removePassword`, { keyId });
+    expect(again.status).toBe(400);
+    expect(again.body).toMatchObject({ error: { code: "Request_BadRequest", message: `No password credential found with keyId ${keyId}.` } });
+    const unknown = await graph(fake, "POST", `/applications/${randomUUID()}/removePassword`, { keyId });
+    expect([unknown.status, (unknown.body?.error as { code?: string }).code]).toEqual([404, "Request_ResourceNotFound"]);
+  });
+
+  it("GET of one application honours $select and shows passwords without their secret", async () => {
+    const fake = await startEntraFake();
+    open.push(fake);
+    const app = fake.addApplication("app", ["governed:true"]);
+    const { keyId } = fake.addPasswordTo(app.id, { endDateTime: "2030-01-01T00:00:00Z" });
+    const res = await graph(fake, "GET", `/applications(appId='${app.appId}')?$select=id,tags,passwordCredentials`);
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body ?? {}).sort()).toEqual(["@odata.context", "id", "passwordCredentials", "tags"]);
+    expect(res.body?.passwordCredentials).toEqual([expect.objectContaining({ keyId, secretText: null, endDateTime: "2030-01-01T00:00:00Z" })]);
   });
 });

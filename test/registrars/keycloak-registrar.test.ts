@@ -1,8 +1,8 @@
 /**
  * The Keycloak registrar against a loopback Keycloak (test/fakes/keycloak-fake.ts):
- * admin token caching and renewal, the create/adopt/delete/list contract, the
- * transport policy (timeouts, refused connections, 5xx, 429) and that no
- * secret reaches an error message or a log line.
+ * admin token caching and renewal, the create/adopt/rotate/delete/list
+ * contract, the transport policy (timeouts, refused connections, 5xx, 429)
+ * and that no secret reaches an error message or a log line.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { HttpClient, type HttpClientOptions, UpstreamError } from "../../src/clients/http/http-client.js";
@@ -102,6 +102,11 @@ async function tokenStatus(fake: KeycloakFake, clientId: string, secret: string)
   });
   await res.arrayBuffer();
   return res.status;
+}
+
+/** Token requests of the broker's admin client (not an agent's, as tokenStatus sends). */
+function adminTokenRequests(fake: KeycloakFake) {
+  return fake.requestsTo("token").filter((r) => new URLSearchParams(r.body).get("client_id") === fake.adminClientId);
 }
 
 describe("the admin token", () => {
@@ -462,6 +467,146 @@ describe("transport failures", () => {
   });
 });
 
+describe("rotateSecret", () => {
+  async function registered(options: SetupOptions = {}) {
+    const t = await setup(options);
+    const req = request();
+    const identity = await t.registrar.registerAgent(req);
+    const ref = { delegationId: req.delegationId, clientId: identity.clientId, objectId: identity.objectId };
+    return { ...t, req, identity, ref };
+  }
+
+  it("regenerates the secret: the new one works at Keycloak, the old one no longer does", async () => {
+    const { fake, registrar, identity, ref } = await registered();
+    const rotated = await registrar.rotateSecret(ref);
+
+    expect(rotated).toEqual(expect.any(String));
+    expect(rotated).not.toBe(identity.clientSecret);
+    expect(fake.client(identity.clientId)?.secret).toBe(rotated);
+    expect(await tokenStatus(fake, identity.clientId, rotated ?? "")).toBe(200);
+    expect(await tokenStatus(fake, identity.clientId, identity.clientSecret)).toBe(401);
+    // Looked up by object id (to check its tags), regenerated once, its rotated predecessor ended.
+    expect(fake.requestsTo("get").map((r) => r.path)).toEqual([`/admin/realms/${fake.realm}/clients/${identity.objectId}`]);
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(1);
+    expect(fake.requestsTo("invalidateRotatedSecret").map((r) => r.path)).toEqual([
+      `/admin/realms/${fake.realm}/clients/${identity.objectId}/client-secret/rotated`,
+    ]);
+  });
+
+  it("ends the previous secret at once even under a secret-rotation policy, which would keep it as rotated", async () => {
+    const { fake, registrar, identity, ref } = await registered({ fake: { secretRotation: true } });
+    const first = await registrar.rotateSecret(ref);
+    const second = await registrar.rotateSecret(ref);
+
+    expect(fake.client(identity.clientId)?.rotatedSecret).toBeUndefined();
+    expect(await tokenStatus(fake, identity.clientId, second ?? "")).toBe(200);
+    for (const old of [identity.clientSecret, first ?? ""]) expect(await tokenStatus(fake, identity.clientId, old)).toBe(401);
+  });
+
+  it("finds the client by clientId, else by its delegation_id attribute, and touches no other delegation's", async () => {
+    const { fake, registrar, identity, req } = await registered();
+    const other = await registrar.registerAgent(request());
+
+    const byClientId = await registrar.rotateSecret({ delegationId: req.delegationId, clientId: identity.clientId, objectId: "" });
+    expect(new URL(fake.requestsTo("list").at(-1)?.url ?? "", fake.url).searchParams.get("clientId")).toBe(identity.clientId);
+    const byDelegation = await registrar.rotateSecret({ delegationId: req.delegationId, clientId: "", objectId: "" });
+    expect(new URL(fake.requestsTo("list").at(-1)?.url ?? "", fake.url).searchParams.get("q")).toBe(`delegation_id:${req.delegationId}`);
+
+    expect(await tokenStatus(fake, identity.clientId, byDelegation ?? "")).toBe(200);
+    expect(await tokenStatus(fake, identity.clientId, byClientId ?? "")).toBe(401);
+    expect(fake.client(other.clientId)?.secret).toBe(other.clientSecret);
+  });
+
+  it("renews the admin token once when Keycloak answers 401 mid-rotation, then regenerates", async () => {
+    const { fake, registrar, identity, ref } = await registered();
+    fake.failNext("regenerateSecret", 401); // the registrar's cached token refused at the regeneration itself
+    const rotated = await registrar.rotateSecret(ref);
+    expect(adminTokenRequests(fake)).toHaveLength(2);
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(2); // 401 (not processed), then the repeat
+    expect(await tokenStatus(fake, identity.clientId, rotated ?? "")).toBe(200);
+    expect(await tokenStatus(fake, identity.clientId, identity.clientSecret)).toBe(401);
+
+    fake.expireTokens(); // dead before the lookup
+    const again = await registrar.rotateSecret(ref);
+    expect(adminTokenRequests(fake)).toHaveLength(3);
+    expect(fake.client(identity.clientId)?.secret).toBe(again);
+  });
+
+  it("a 429 on the regeneration is repeated (not processed); a 500 on the lookup (a GET) too", async () => {
+    const { fake, registrar, identity, ref } = await registered();
+    fake.failNext("regenerateSecret", 429, { retryAfter: "0" });
+    fake.failNext("get", 500);
+    const rotated = await registrar.rotateSecret(ref);
+    expect(fake.requestsTo("get")).toHaveLength(2);
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(2);
+    expect(await tokenStatus(fake, identity.clientId, rotated ?? "")).toBe(200);
+  });
+
+  it("a 500 on the regeneration is not repeated: it may still be running, and a late one would replace the secret answered", async () => {
+    const { fake, registrar, identity, ref } = await registered();
+    fake.failNext("regenerateSecret", 500, { times: 3 });
+    const err = await failure(registrar.rotateSecret(ref));
+    expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_UNAVAILABLE", status: 500, retryable: true });
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(1);
+    expect(await tokenStatus(fake, identity.clientId, identity.clientSecret)).toBe(200); // nothing changed
+  });
+
+  it("a timed-out or dropped regeneration is not repeated either", async () => {
+    const { fake, registrar, ref } = await registered();
+    fake.inject("regenerateSecret", { kind: "delay", ms: 1_000 });
+    expect(asCaller(await failure(registrar.rotateSecret(ref)))).toMatchObject({ code: "DEADLINE_EXCEEDED", failure: "timeout" });
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(1);
+
+    fake.inject("regenerateSecret", { kind: "drop" });
+    expect(asCaller(await failure(registrar.rotateSecret(ref)))).toMatchObject({ code: "UNAVAILABLE", failure: "unreachable" });
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(2);
+  });
+
+  it("a client that is gone is a non-retryable KEYCLOAK_CLIENT_GONE, by any reference", async () => {
+    const { fake, registrar, req, identity, ref } = await registered();
+    await registrar.deleteAgent(ref);
+    for (const [r, named] of [
+      [ref, identity.clientId],
+      [{ ...ref, objectId: "" }, identity.clientId],
+      [{ delegationId: req.delegationId, clientId: "", objectId: "" }, req.delegationId],
+    ] as const) {
+      const err = await failure(registrar.rotateSecret(r));
+      expect(err).toBeInstanceOf(UpstreamError);
+      expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_CLIENT_GONE", failure: "rejected", retryable: false });
+      expect(err.message).toContain(named);
+      expect(err.message).toContain("no longer exists");
+    }
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(0);
+  });
+
+  it("a client deleted between the lookup and the regeneration is gone too", async () => {
+    const { fake, registrar, ref } = await registered();
+    fake.failNext("regenerateSecret", 404);
+    expect(asCaller(await failure(registrar.rotateSecret(ref)))).toMatchObject({ reason: "KEYCLOAK_CLIENT_GONE", retryable: false });
+  });
+
+  it("refuses a client tagged with another delegation, or not governed (the broker's own), and leaves its secret alone", async () => {
+    const { fake, registrar } = await setup();
+    const foreign = fake.seedClient({
+      clientId: "agent-claude-code-del_X",
+      serviceAccountsEnabled: true,
+      attributes: { delegation_id: "del_Y", [GOVERNED_ATTRIBUTE]: "true" },
+    });
+    const admin = fake.client(fake.adminClientId);
+    for (const ref of [
+      { delegationId: "del_X", clientId: foreign.clientId, objectId: "" },
+      { delegationId: "del_X", clientId: foreign.clientId, objectId: foreign.id },
+      { delegationId: "", clientId: "", objectId: admin?.id ?? "" },
+    ]) {
+      const err = await failure(registrar.rotateSecret(ref));
+      expect(asCaller(err)).toMatchObject({ code: "UNAVAILABLE", reason: "KEYCLOAK_CLIENT_CONFLICT", failure: "rejected", retryable: false });
+    }
+    expect(fake.client(foreign.clientId)?.secret).toBe(foreign.secret);
+    expect(fake.client(fake.adminClientId)?.secret).toBe(fake.adminClientSecret);
+    expect(fake.requestsTo("regenerateSecret")).toHaveLength(0);
+  });
+});
+
 describe("secrets", () => {
   it("never appear in an error message or a log line", async () => {
     const lines: string[] = [];
@@ -474,6 +619,13 @@ describe("secrets", () => {
     const returned = [await registrar.registerAgent(req), await registrar.registerAgent(req)]; // create, then adopt
     fake.expireTokens();
     returned.push(await registrar.registerAgent(request())); // 401 and renewal
+    const ref = { delegationId: req.delegationId, clientId: returned[0]!.clientId, objectId: returned[0]!.objectId };
+    const rotated = [await registrar.rotateSecret(ref)];
+    fake.failNext("regenerateSecret", 401);
+    rotated.push(await registrar.rotateSecret(ref)); // 401 and renewal mid-rotation
+    fake.failNext("regenerateSecret", 400, { body: { errorMessage: `cannot regenerate for ${fake.adminClientSecret}` } });
+    await attempt(registrar.rotateSecret(ref));
+    await attempt(registrar.rotateSecret({ ...ref, delegationId: "del_SOMEONE_ELSE" }));
     fake.failNext("create", 400, { body: { errorMessage: `cannot accept ${fake.adminClientSecret}` } });
     await attempt(registrar.registerAgent(request()));
     fake.failNext("getSecret", 403);
@@ -488,8 +640,15 @@ describe("secrets", () => {
     closers.push(() => wrong.close());
     await attempt(wrong.registerAgent(request()));
 
-    expect(errors).toHaveLength(5);
-    const secrets = [fake.adminClientSecret, "not-the-secret-4711", ...returned.map((i) => i.clientSecret), ...fake.accessTokens()];
+    expect(errors).toHaveLength(7);
+    const secrets = [
+      fake.adminClientSecret,
+      "not-the-secret-4711",
+      ...returned.map((i) => i.clientSecret),
+      ...rotated.map((s) => s ?? ""),
+      ...fake.accessTokens(),
+    ];
+    expect(rotated.every((s) => (s ?? "").length >= 16)).toBe(true);
     const texts = [...lines, ...errors.flatMap(describeError)];
     expect(lines.length).toBeGreaterThan(5);
     for (const text of texts) for (const secret of secrets) expect(text).not.toContain(secret);
@@ -530,6 +689,31 @@ describe("the fake Keycloak itself", () => {
 
     const admin = await fetch(`${fake.url}/admin/realms/${fake.realm}/clients`, { headers: { authorization: "Bearer forged" } });
     expect([admin.status, await admin.json()]).toEqual([401, { error: "HTTP 401 Unauthorized" }]);
+  });
+
+  it("under a secret-rotation policy keeps the previous secret valid until DELETE .../client-secret/rotated (204)", async () => {
+    const fake = await KeycloakFake.start({ secretRotation: true });
+    closers.push(() => fake.close());
+    const seeded = fake.seedClient({ clientId: "svc", serviceAccountsEnabled: true });
+    const tokenRes = await fetch(`${fake.url}/realms/${fake.realm}/protocol/openid-connect/token`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ grant_type: "client_credentials", client_id: fake.adminClientId, client_secret: fake.adminClientSecret }).toString(),
+    });
+    const { access_token: token } = (await tokenRes.json()) as { access_token: string };
+    const secretUrl = `${fake.url}/admin/realms/${fake.realm}/clients/${seeded.id}/client-secret`;
+    const regenerated = await fetch(secretUrl, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    const { type, value } = (await regenerated.json()) as { type: string; value: string };
+    expect([regenerated.status, type]).toEqual([200, "secret"]);
+    expect(await tokenStatus(fake, "svc", value)).toBe(200);
+    expect(await tokenStatus(fake, "svc", seeded.secret ?? "")).toBe(200); // rotated, still accepted
+
+    const invalidated = await fetch(`${secretUrl}/rotated`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+    expect(invalidated.status).toBe(204);
+    expect(await tokenStatus(fake, "svc", seeded.secret ?? "")).toBe(401);
+    expect(await tokenStatus(fake, "svc", value)).toBe(200);
+    const again = await fetch(`${secretUrl}/rotated`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+    expect(again.status).toBe(204); // nothing rotated: still 204
   });
 
   it("parses Keycloak's q syntax, quoted values included", () => {

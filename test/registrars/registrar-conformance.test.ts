@@ -14,6 +14,11 @@ interface Harness {
   registrar: AgentRegistrar;
   /** What the identity provider holds. */
   identities(): Promise<{ delegationId: string; clientId: string }[]>;
+  /**
+   * Whether the identity provider accepts this secret for the client now (a
+   * client_credentials sign-in). Absent for the stub: nothing checks its secrets.
+   */
+  secretWorks?(clientId: string, secret: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -88,6 +93,28 @@ describe.each(HARNESSES)("AgentRegistrar contract: %s", (_name, start, traits) =
     await h.registrar.registerAgent(req);
     await h.registrar.deleteAgent({ delegationId: req.delegationId, clientId: "", objectId: "" });
     expect(await held(req.delegationId)).toEqual([]);
+  });
+
+  it("rotates the secret: a new one, accepted by the identity provider, and the previous one refused", async () => {
+    const req = request();
+    const id = await h.registrar.registerAgent(req);
+    const other = await h.registrar.registerAgent(request());
+    const rotated = await h.registrar.rotateSecret({ delegationId: req.delegationId, clientId: id.clientId, objectId: id.objectId });
+    if (!traits.secret) {
+      expect(rotated).toBeUndefined(); // no secret of its own to replace
+      return;
+    }
+    expect(rotated).toEqual(expect.any(String));
+    expect(rotated!.length).toBeGreaterThanOrEqual(16);
+    expect(rotated).not.toBe(id.clientSecret);
+    if (h.secretWorks) {
+      expect(await h.secretWorks(id.clientId, rotated!)).toBe(true);
+      expect(await h.secretWorks(id.clientId, id.clientSecret)).toBe(false);
+      expect(await h.secretWorks(other.clientId, other.clientSecret)).toBe(true);
+    }
+    const again = await h.registrar.rotateSecret({ delegationId: req.delegationId, clientId: id.clientId, objectId: id.objectId });
+    expect(again).not.toBe(rotated);
+    if (h.secretWorks) expect(await h.secretWorks(id.clientId, rotated!)).toBe(false);
   });
 
   it("treats deleting an identity that never existed as done, and touches no other delegation's", async () => {

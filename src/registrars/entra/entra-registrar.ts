@@ -36,7 +36,7 @@ import {
 } from "@azure/msal-node";
 import { HttpClient } from "../../clients/http/http-client.js";
 import type { HttpClientOptions, HttpRequest, HttpResponse } from "../../clients/http/http-client.js";
-import { BrokerError, UpstreamError } from "../../domain/index.js";
+import { BrokerError, UpstreamError, invalidArgument } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
 import type { AgentIdentity, AgentIdentityRef, AgentRegistrar, RegisterAgentRequest } from "../registrar.js";
 
@@ -116,6 +116,12 @@ interface DirectoryObject {
   appId: string;
   displayName?: string;
   tags?: string[];
+}
+
+/** The part of an application rotateSecret reads. */
+interface ApplicationPasswords extends DirectoryObject {
+  notes?: string | null;
+  passwordCredentials: { keyId: string; endDateTime?: string }[];
 }
 
 interface GraphCollection {
@@ -329,21 +335,7 @@ class EntraRegistrar implements AgentRegistrar {
 
     // From here on a failure must not leave the application behind.
     try {
-      const passwordRes = await this.untilReplicated(
-        "add password",
-        () =>
-          this.graph({
-            method: "POST",
-            url: `/applications/${encodeURIComponent(app.id)}/addPassword`,
-            json: { passwordCredential: { displayName: `delegation-${req.delegationId}`, endDateTime: expires } },
-          }),
-        (res) => res.status === 404,
-      );
-      if (passwordRes.status !== 200) throw graphError("add password", passwordRes);
-      const secretText = this.http.json<{ secretText?: unknown }>(passwordRes).secretText;
-      if (typeof secretText !== "string" || secretText === "") {
-        throw new UpstreamError("entra", "malformed", "Graph's answer to add password has no secretText", { status: passwordRes.status });
-      }
+      const { secretText } = await this.addPassword(app.id, req.delegationId, expires);
 
       const spRes = await this.untilReplicated(
         "create service principal",
@@ -383,6 +375,149 @@ class EntraRegistrar implements AgentRegistrar {
     this.log?.info({ delegationId: req.delegationId, clientId: agent.appId, objectId: agent.id }, "registered Entra agent identity");
     // No password: the agent runtime gets its token through the blueprint (fmi_path).
     return { clientId: agent.appId, clientSecret: "", objectId: agent.id, displayName: agent.displayName ?? req.displayName };
+  }
+
+  /**
+   * A password for the application, ending at `endDateTime`. Repeated while a
+   * just-created application is not visible yet; otherwise not repeated (each
+   * call adds a password), except where HttpClient knows it was not processed.
+   */
+  private async addPassword(objectId: string, delegationId: string, endDateTime: string): Promise<{ keyId: string; secretText: string }> {
+    const res = await this.untilReplicated(
+      "add password",
+      () =>
+        this.graph({
+          method: "POST",
+          url: `/applications/${encodeURIComponent(objectId)}/addPassword`,
+          json: { passwordCredential: { displayName: `delegation-${delegationId}`, endDateTime } },
+        }),
+      (r) => r.status === 404,
+    );
+    if (res.status !== 200) throw graphError("add password", res);
+    const { secretText, keyId } = this.http.json<{ secretText?: unknown; keyId?: unknown }>(res);
+    if (typeof secretText !== "string" || secretText === "" || typeof keyId !== "string" || keyId === "") {
+      throw new UpstreamError("entra", "malformed", "Graph's answer to add password has no secretText or keyId", { status: res.status });
+    }
+    return { keyId, secretText };
+  }
+
+  /**
+   * Application: a new password ending when the old ones do (the delegation's
+   * expiry), then every other password removed, so no secret an earlier answer
+   * carried still works. Only a governed application tagged with this
+   * delegation is touched. Agent ID: undefined, without asking Graph (an agent
+   * identity has no password of its own).
+   */
+  async rotateSecret(ref: AgentIdentityRef): Promise<string | undefined> {
+    if (this.blueprintId) return undefined;
+    const app = await this.passwordsOf(ref);
+    if (!app) throw identityGone(ref);
+    const tags = app.tags ?? [];
+    const delegationId = ref.delegationId || (tags.find((t) => t.startsWith(DELEGATION_TAG)) ?? "").slice(DELEGATION_TAG.length);
+    if (!tags.includes(GOVERNED_TAG) || !delegationId || !tags.includes(`${DELEGATION_TAG}${delegationId}`)) {
+      this.log?.warn({ delegationId: ref.delegationId, clientId: app.appId, objectId: app.id }, "Entra application is not this delegation's; not rotating its password");
+      throw new UpstreamError("entra", "rejected", `Entra application ${app.appId} is not this delegation's; its passwords were left untouched`, {
+        reason: "ENTRA_IDENTITY_CONFLICT",
+        metadata: { client_id: app.appId },
+      });
+    }
+    const endDateTime = passwordEnd(app);
+    if (!endDateTime) {
+      // Without an end, Graph would make the password outlive the delegation (two years by default).
+      throw new UpstreamError("entra", "rejected", `Entra application ${app.appId} has neither a password nor a noted expiry to end a new password at`, {
+        reason: "ENTRA_REJECTED",
+        metadata: { client_id: app.appId },
+      });
+    }
+    if (Date.parse(endDateTime) <= Date.now()) {
+      throw new UpstreamError("entra", "rejected", `the password of Entra application ${app.appId} ended at ${endDateTime}: the delegation has expired`, {
+        reason: "ENTRA_IDENTITY_EXPIRED",
+        metadata: { client_id: app.appId },
+      });
+    }
+
+    let added: { keyId: string; secretText: string };
+    try {
+      added = await this.addPassword(app.id, delegationId, endDateTime);
+    } catch (err) {
+      // Deleted since it was read.
+      if (err instanceof UpstreamError && err.status === 404) throw identityGone(ref);
+      throw err;
+    }
+    // From here on a failure must not leave the new password behind: nobody will ever get its secret.
+    try {
+      for (const c of app.passwordCredentials) if (c.keyId !== added.keyId) await this.removePassword(app.id, c.keyId, ref);
+    } catch (err) {
+      try {
+        await this.removePassword(app.id, added.keyId, ref);
+      } catch (cleanupErr) {
+        // It ends with the delegation, and the next rotation or the deletion removes it.
+        this.log?.warn({ err: cleanupErr, delegationId, objectId: app.id }, "could not remove the password of a failed Entra rotation");
+      }
+      throw err;
+    }
+    this.log?.info(
+      { delegationId, clientId: app.appId, objectId: app.id, removed: app.passwordCredentials.length },
+      "rotated the Entra application's password",
+    );
+    return added.secretText;
+  }
+
+  /**
+   * The application a reference names (object id, else appId, else delegation
+   * tag) with its password credentials, or undefined when it does not exist.
+   * A 404 is asked again for a few seconds: a retried create may come right
+   * after the application was made, before reads see it.
+   */
+  private async passwordsOf(ref: AgentIdentityRef): Promise<ApplicationPasswords | undefined> {
+    let path: string;
+    if (ref.objectId) path = `/applications/${encodeURIComponent(ref.objectId)}`;
+    else if (ref.clientId) path = `/applications(appId=${encodeURIComponent(odataString(ref.clientId))})`;
+    else if (ref.delegationId) {
+      const ids = await this.find(`tags/any(t:t eq ${odataString(`${DELEGATION_TAG}${ref.delegationId}`)})`);
+      if (ids.length > 1) {
+        throw new UpstreamError("entra", "rejected", `Entra holds ${ids.length} applications tagged with delegation ${ref.delegationId}; not choosing one`, {
+          reason: "ENTRA_IDENTITY_CONFLICT",
+          metadata: { delegation_id: ref.delegationId },
+        });
+      }
+      const [id] = ids;
+      if (!id) return undefined;
+      path = `/applications/${encodeURIComponent(id)}`;
+    } else {
+      throw invalidArgument("delegation_id", "an identity needs an object id, a client id or a delegation id");
+    }
+    const url = `${path}?$select=id,appId,tags,notes,passwordCredentials`;
+    const res = await this.untilReplicated("read application", () => this.graph({ method: "GET", url }), (r) => r.status === 404);
+    if (res.status === 404) return undefined;
+    if (res.status !== 200) throw graphError("read application", res);
+    const app = this.object(res, "read application") as Partial<ApplicationPasswords> & DirectoryObject;
+    if (!Array.isArray(app.passwordCredentials)) {
+      throw new UpstreamError("entra", "malformed", "Graph's answer to read application has no passwordCredentials", { status: res.status });
+    }
+    const passwordCredentials = app.passwordCredentials.filter((c) => typeof c?.keyId === "string" && c.keyId !== "");
+    return { ...app, passwordCredentials };
+  }
+
+  /**
+   * Removes one password. Repeating a removal is harmless (the password is gone
+   * either way), so HttpClient may repeat it; Graph then refuses the keyId it no
+   * longer has (400 or 404, codes undocumented), which a fresh read tells apart
+   * from a real refusal.
+   */
+  private async removePassword(objectId: string, keyId: string, ref: AgentIdentityRef): Promise<void> {
+    const path = `/applications/${encodeURIComponent(objectId)}`;
+    const res = await this.graph({ method: "POST", url: `${path}/removePassword`, json: { keyId }, idempotent: true });
+    if (res.status === 204 || res.status === 200) return;
+    if (res.status === 400 || res.status === 404) {
+      const now = await this.graph({ method: "GET", url: `${path}?$select=id,passwordCredentials` });
+      if (now.status === 404) throw identityGone(ref);
+      if (now.status === 200) {
+        const listed = this.http.json<{ passwordCredentials?: { keyId?: unknown }[] }>(now).passwordCredentials;
+        if (Array.isArray(listed) && !listed.some((c) => c?.keyId === keyId)) return;
+      }
+    }
+    throw graphError("remove password", res);
   }
 
   async deleteAgent(ref: AgentIdentityRef): Promise<void> {
@@ -465,6 +600,31 @@ function graphBody(res: HttpResponse): GraphErrorBody {
 
 function graphCode(res: HttpResponse): string {
   return graphBody(res).error?.code ?? "";
+}
+
+/** The identity a rotation was asked for no longer exists: nothing to retry. */
+function identityGone(ref: AgentIdentityRef): UpstreamError {
+  const name = ref.clientId || ref.objectId || ref.delegationId;
+  return new UpstreamError("entra", "rejected", `Entra application ${name} no longer exists; the delegation's identity is gone`, {
+    reason: "ENTRA_IDENTITY_GONE",
+    metadata: { ...(ref.delegationId ? { delegation_id: ref.delegationId } : {}), ...(ref.clientId ? { client_id: ref.clientId } : {}) },
+  });
+}
+
+/**
+ * When a new password must end: when the earliest current one does (each ends
+ * with the delegation), else at the expiry registerApplication wrote into the
+ * notes ("… Expires: <ISO>.").
+ */
+function passwordEnd(app: ApplicationPasswords): string | undefined {
+  let earliest: string | undefined;
+  for (const c of app.passwordCredentials) {
+    const at = typeof c.endDateTime === "string" ? Date.parse(c.endDateTime) : NaN;
+    if (!Number.isNaN(at) && (earliest === undefined || at < Date.parse(earliest))) earliest = new Date(at).toISOString();
+  }
+  if (earliest) return earliest;
+  const noted = /Expires: (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z)\.$/.exec(app.notes ?? "")?.[1];
+  return noted && !Number.isNaN(Date.parse(noted)) ? noted : undefined;
 }
 
 /** A Graph answer the driver cannot accept, by status and code. */

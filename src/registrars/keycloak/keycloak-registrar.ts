@@ -158,14 +158,81 @@ class KeycloakRegistrar implements AgentRegistrar {
   /** Reads (GET) or regenerates (POST) a client's secret. */
   private async clientSecret(objectId: string, method: "GET" | "POST", clientId: string): Promise<string> {
     const what = method === "GET" ? `reading the secret of client ${clientId}` : `regenerating the secret of client ${clientId}`;
-    // Regenerating twice is harmless: the secret of the last answer is the valid one.
-    const res = await this.admin({ method, path: `/clients/${encodeURIComponent(objectId)}/client-secret`, idempotent: true }, what);
+    // Reading is repeatable. Regenerating is repeated only when Keycloak provably did not
+    // process it (connection refused, 429), as for create: after a timeout, a dropped
+    // connection or a 5xx (a proxy's 502/504 while Keycloak still works) the earlier
+    // attempt may land after the repeat and silently replace the secret it answered with.
+    const res = await this.admin({ method, path: `/clients/${encodeURIComponent(objectId)}/client-secret`, idempotent: method === "GET" }, what);
     if (res.status !== 200) throw this.rejected(res, what);
     const body = this.http.json<{ value?: unknown }>(res);
     if (typeof body?.value !== "string" || body.value === "") {
       throw new UpstreamError(SYSTEM, "malformed", `keycloak answered ${what} without a secret`, { status: res.status });
     }
     return body.value;
+  }
+
+  /**
+   * Regenerates the client's secret, then ends the previous one's grace: a
+   * client-secret-rotation policy keeps it valid as "rotated" (for two days by
+   * default) unless invalidated. Only a governed client tagged with this
+   * delegation is touched.
+   */
+  async rotateSecret(ref: AgentIdentityRef): Promise<string> {
+    const client = await this.findOne(ref);
+    const name = client?.clientId || ref.clientId || ref.objectId || ref.delegationId;
+    if (!client?.id) throw gone(name, ref);
+    if (client.attributes?.[GOVERNED_ATTRIBUTE] !== "true" || (ref.delegationId && client.attributes.delegation_id !== ref.delegationId)) {
+      this.log?.warn({ delegationId: ref.delegationId, clientId: client.clientId, objectId: client.id }, "keycloak: client is not this delegation's; not rotating its secret");
+      throw new UpstreamError(SYSTEM, "rejected", `keycloak client ${name} is not this delegation's; its secret was left untouched`, {
+        reason: "KEYCLOAK_CLIENT_CONFLICT",
+        metadata: { client_id: name },
+      });
+    }
+    let clientSecret: string;
+    try {
+      clientSecret = await this.clientSecret(client.id, "POST", name);
+      await this.invalidateRotatedSecret(client.id, name);
+    } catch (err) {
+      // Deleted between the lookup and the regeneration.
+      if (err instanceof UpstreamError && err.status === 404) throw gone(name, ref);
+      throw err;
+    }
+    this.log?.info({ delegationId: ref.delegationId, clientId: client.clientId, objectId: client.id }, "keycloak: rotated the agent client's secret");
+    return clientSecret;
+  }
+
+  /** Ends a rotated (previous) secret at once. Keycloak answers 204 whether or not there is one, rotation feature on or off. */
+  private async invalidateRotatedSecret(objectId: string, clientId: string): Promise<void> {
+    const what = `invalidating the rotated secret of client ${clientId}`;
+    const res = await this.admin({ method: "DELETE", path: `/clients/${encodeURIComponent(objectId)}/client-secret/rotated` }, what);
+    if (res.status !== 204 && res.status !== 200) throw this.rejected(res, what);
+  }
+
+  /** The client a reference names: by object id, else clientId, else delegation id; undefined when there is none. */
+  private async findOne(ref: AgentIdentityRef): Promise<ClientRepresentation | undefined> {
+    if (ref.objectId) {
+      const what = `reading client ${ref.clientId || ref.objectId}`;
+      const res = await this.admin({ method: "GET", path: `/clients/${encodeURIComponent(ref.objectId)}` }, what);
+      if (res.status === 404) return undefined;
+      if (res.status !== 200) throw this.rejected(res, what);
+      const body = this.http.json<unknown>(res);
+      if (typeof body !== "object" || body === null || Array.isArray(body)) {
+        throw new UpstreamError(SYSTEM, "malformed", `keycloak answered ${what} with something other than a client`, { status: res.status });
+      }
+      return body as ClientRepresentation;
+    }
+    if (ref.clientId) return this.findByClientId(ref.clientId);
+    if (!ref.delegationId) throw invalidArgument("delegation_id", "an identity needs an object id, a client id or a delegation id");
+    const tagged = (await this.search(`delegation_id:${quoteSearchValue(ref.delegationId)}`, 0, this.pageSize)).filter(
+      (c) => c.id && c.attributes?.delegation_id === ref.delegationId,
+    );
+    if (tagged.length > 1) {
+      throw new UpstreamError(SYSTEM, "rejected", `keycloak holds ${tagged.length} clients tagged with delegation ${ref.delegationId}; not choosing one`, {
+        reason: "KEYCLOAK_CLIENT_CONFLICT",
+        metadata: { delegation_id: ref.delegationId },
+      });
+    }
+    return tagged[0];
   }
 
   async deleteAgent(ref: AgentIdentityRef): Promise<void> {
@@ -354,6 +421,14 @@ class KeycloakRegistrar implements AgentRegistrar {
     const clean = secret ? text.split(secret).join("[redacted]") : text;
     return clean.length > DETAIL_MAX ? `${clean.slice(0, DETAIL_MAX)}…` : clean;
   }
+}
+
+/** The identity a rotation was asked for no longer exists: nothing to retry. */
+function gone(name: string, ref: AgentIdentityRef): UpstreamError {
+  return new UpstreamError(SYSTEM, "rejected", `keycloak client ${name} no longer exists; the delegation's identity is gone`, {
+    reason: "KEYCLOAK_CLIENT_GONE",
+    metadata: { ...(ref.delegationId ? { delegation_id: ref.delegationId } : {}), ...(ref.clientId ? { client_id: ref.clientId } : {}) },
+  });
 }
 
 /** The new client's id: the last path segment of the Location header. */

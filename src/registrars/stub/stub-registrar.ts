@@ -5,6 +5,8 @@
 import { randomBytes } from "node:crypto";
 import type { AgentIdentity, AgentIdentityRef, AgentRegistrar, RegisterAgentRequest } from "../registrar.js";
 
+const secret = () => `stub-secret-${randomBytes(24).toString("base64url")}`;
+
 /** Creates the stub registrar. It keeps the identities it "registered" so tests can look. */
 export function createStubRegistrar(): AgentRegistrar & { readonly registered: ReadonlyMap<string, string> } {
   const registered = new Map<string, string>();
@@ -16,10 +18,13 @@ export function createStubRegistrar(): AgentRegistrar & { readonly registered: R
       registered.set(req.delegationId, clientId);
       return {
         clientId,
-        clientSecret: `stub-secret-${randomBytes(24).toString("base64url")}`,
+        clientSecret: secret(),
         objectId: req.delegationId,
         displayName: req.displayName,
       };
+    },
+    async rotateSecret(): Promise<string | undefined> {
+      return secret();
     },
     async deleteAgent(ref: AgentIdentityRef): Promise<void> {
       registered.delete(ref.delegationId);
