@@ -119,6 +119,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     log,
     clock,
     reconcileIntervalMs: settings.reconcileIntervalMs,
+    leaseTtlMs: settings.leaseTtlMs,
     ...(overrides.onEffectDone ? { onEffectDone: overrides.onEffectDone } : {}),
   });
 

@@ -73,8 +73,17 @@ export interface Settings {
     maxRequestBytes: number;
     /** Longest a call may run; a longer or missing client deadline is cut to it. Watch is exempt. */
     maxDeadlineMs: number;
+    /** HTTP/2 streams one gRPC connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS). */
     maxConcurrentStreams: number;
+    /**
+     * Watch streams one gRPC connection may hold; below maxConcurrentStreams, so
+     * unary calls on a connection full of watchers still get a stream.
+     */
+    watchStreamsPerConnection: number;
+    /** Watch streams per delegator (or agent). */
     watchStreamsPerPrincipal: number;
+    /** Watch streams per service principal (admin: the GSAP broker, policy engines). */
+    watchStreamsPerService: number;
     createPerMinute: number;
     authorizePerSecond: number;
   };
@@ -93,6 +102,8 @@ export interface Settings {
   watchCheckpointMs: number;
   watchBufferEvents: number;
   watchPollMs: number;
+  /** How long a background loop's lease lasts without renewal: the takeover time after a replica dies. */
+  leaseTtlMs: number;
   eventRetentionMs: number;
   idempotencyTtlMs: number;
   /** REQUESTED rows older than this are left over from a crash and compensated. */
@@ -119,6 +130,23 @@ function int(env: Env, key: string, def: number, min: number, max: number): numb
   const n = Number(raw);
   if (n < min || n > max) throw new SettingsError(`${key} must be between ${min} and ${max}, got ${n}`);
   return n;
+}
+
+/**
+ * Streams per HTTP/2 connection, and how many of them Watch may hold: by
+ * default all but a tenth, so a connection full of watchers still carries
+ * unary calls (a stream over the HTTP/2 limit would wait, not fail).
+ */
+function streamLimits(env: Env): { maxConcurrentStreams: number; watchStreamsPerConnection: number } {
+  const maxConcurrentStreams = int(env, "LIMIT_MAX_CONCURRENT_STREAMS", 1000, 2, 100_000);
+  const reserve = Math.max(1, Math.floor(maxConcurrentStreams / 10));
+  const watchStreamsPerConnection = int(env, "LIMIT_WATCH_STREAMS_PER_CONNECTION", maxConcurrentStreams - reserve, 1, 100_000);
+  if (watchStreamsPerConnection >= maxConcurrentStreams) {
+    throw new SettingsError(
+      `LIMIT_WATCH_STREAMS_PER_CONNECTION (${watchStreamsPerConnection}) must be below LIMIT_MAX_CONCURRENT_STREAMS (${maxConcurrentStreams}): unary calls need streams on the same connection`,
+    );
+  }
+  return { maxConcurrentStreams, watchStreamsPerConnection };
 }
 
 function list(env: Env, key: string, def: string[]): string[] {
@@ -289,8 +317,9 @@ export function loadSettings(env: Env = process.env): Settings {
     limits: {
       maxRequestBytes: int(env, "LIMIT_MAX_REQUEST_BYTES", 262_144, 1024, 16 * 1024 * 1024),
       maxDeadlineMs: int(env, "LIMIT_MAX_DEADLINE_SECONDS", 60, 1, 3600) * 1000,
-      maxConcurrentStreams: int(env, "LIMIT_MAX_CONCURRENT_STREAMS", 100, 1, 10_000),
-      watchStreamsPerPrincipal: int(env, "LIMIT_WATCH_STREAMS_PER_PRINCIPAL", 16, 1, 10_000),
+      ...streamLimits(env),
+      watchStreamsPerPrincipal: int(env, "LIMIT_WATCH_STREAMS_PER_PRINCIPAL", 16, 1, 100_000),
+      watchStreamsPerService: int(env, "LIMIT_WATCH_STREAMS_PER_SERVICE", 1000, 1, 1_000_000),
       createPerMinute: int(env, "RATE_LIMIT_CREATE_PER_MINUTE", 60, 1, 1_000_000),
       authorizePerSecond: int(env, "RATE_LIMIT_AUTHORIZE_PER_SECOND", 200, 1, 1_000_000),
     },
@@ -306,6 +335,7 @@ export function loadSettings(env: Env = process.env): Settings {
     watchCheckpointMs: int(env, "WATCH_CHECKPOINT_SECONDS", 15, 1, 3600) * 1000,
     watchBufferEvents: int(env, "WATCH_BUFFER_EVENTS", 1000, 10, 1_000_000),
     watchPollMs: int(env, "WATCH_POLL_MS", 1000, 10, 60_000),
+    leaseTtlMs: int(env, "LEASE_TTL_MS", 1200, 300, 60_000),
     eventRetentionMs: int(env, "EVENT_RETENTION_HOURS", 168, 1, 87_600) * 60 * MINUTE,
     idempotencyTtlMs: int(env, "IDEMPOTENCY_TTL_HOURS", 24, 1, 8760) * 60 * MINUTE,
     createInflightMs: int(env, "CREATE_INFLIGHT_SECONDS", 120, 1, 86_400) * 1000,

@@ -20,10 +20,10 @@ import {
   type Principal,
 } from "../domain/index.js";
 import type { AgentIdentity } from "../registrars/registrar.js";
-import type { FailurePatch, IdempotencyClaim, IdempotencyKeyRef } from "../store/store.js";
+import type { FailurePatch, IdempotencyClaim, IdempotencyKeyRef, IdempotencyRecord } from "../store/store.js";
 import { canAct } from "./access.js";
 import { type UseCaseDeps, upstreamFailure } from "./deps.js";
-import { claimFor, settleExisting } from "./idempotency.js";
+import { assertSameRequest, claimFor } from "./idempotency.js";
 import { newDelegationId } from "./ids.js";
 import { type DelegatorAuthority, type RequestedScope, resolveScope } from "./policy.js";
 import * as v from "./validate.js";
@@ -38,6 +38,10 @@ export interface CreateInput {
 }
 
 const DEFAULT_AGENT_TYPE = "claude-code";
+/** How often a retry looks at the key of a first request still running. */
+const IN_FLIGHT_POLL_MS = 25;
+/** How long after its commit a first request is allowed to take to hand its answer out (beyond the audit wait). */
+const HAND_OUT_GRACE_MS = 3_000;
 const DEFAULT_ACCORD = "ai-delegation-standard";
 
 /** Stored in place of the first answer; the secret is never kept. */
@@ -68,7 +72,7 @@ export class CreateDelegation {
 
     if (claim) {
       const existing = await store.getIdempotency(claim);
-      const replay = existing ? await this.settle(claim, existing) : undefined;
+      const replay = existing ? await this.settle(claim, existing, signal) : undefined;
       if (replay) return replay;
     }
 
@@ -114,10 +118,11 @@ export class CreateDelegation {
     if (claim) claim.delegationId = id;
     const inserted = await store.insertRequested(requested, claim);
     if (inserted.kind === "existing" && claim) {
-      // A concurrent request with the same id won the claim.
-      const replay = await this.settle(claim, inserted.record);
+      // A concurrent request with the same id won the claim: its answer is ours.
+      const replay = await this.settle(claim, inserted.record, signal);
       if (replay) return replay;
-      throw new BrokerError("ABORTED", "REQUEST_IN_PROGRESS", "a request with this request_id is in progress; retry");
+      // It was abandoned meanwhile and its key released: this request may go ahead, as a retry would.
+      return this.run(principal, input, signal);
     }
 
     // 2. the agent identity
@@ -198,6 +203,10 @@ export class CreateDelegation {
       await this.withdraw(id, EndReason.auditUnavailable, claim);
       throw auditUnavailable();
     }
+    if (claim && !(await store.markAnswered(claim, this.clock()))) {
+      // Past the hand-out window a retry took this request for dead and handed the answer out with a new secret.
+      throw new BrokerError("ABORTED", "REQUEST_ANSWERED_BY_RETRY", "a retry of this request_id received the answer (with a new secret) first; retry to see it");
+    }
     log.info(
       { delegationId: id, delegator: principal.did, agent: agentDid, idp: registrar.backend, revision: activated.revision.toString() },
       "delegation created",
@@ -207,20 +216,92 @@ export class CreateDelegation {
       agentPrincipal,
       delegatedAc,
       agentCredential: { clientId: identity.clientId, clientSecret: identity.clientSecret },
+      replayed: false,
+      credentialRotated: false,
     };
   }
 
-  /** The answer for an existing key: a replay, or nothing (released: go ahead). */
-  private async settle(claim: IdempotencyClaim, record: Parameters<typeof settleExisting>[2]): Promise<CreateResult | undefined> {
-    const { store } = this.deps;
-    const existing = await settleExisting(store, claim, record, async (r) => {
-      // No answer yet: still in flight, or left by a crash (then the delegation is FAILED or gone).
-      const d = r.delegationId ? await store.get(r.delegationId) : null;
-      return d !== null && d.state === "REQUESTED";
-    });
-    if (existing.kind === "released") return undefined;
-    const s = JSON.parse(existing.response) as StoredCreate;
-    return { delegation: s.delegation, agentPrincipal: s.agentPrincipal, delegatedAc: s.delegatedAc, agentCredential: { clientId: s.clientId, clientSecret: "" } };
+  /**
+   * The answer for a request_id that is already claimed, on whichever replica
+   * the first request runs. Each answer is handed out once with its secret
+   * (answered_time marks it); the secret itself is never stored.
+   * - the first request is still running, or has stored its answer and is
+   *   about to hand it out: wait for it (within this call's deadline), then
+   *   replay the answer without the secret (the first caller has it);
+   * - the answer is stored and was handed out: replay it without the secret;
+   * - the answer is stored and nobody received it (the broker died after the
+   *   commit): this retry hands it out, with the agent's secret rotated at
+   *   the IdP (credential_rotated) so the caller gets a working credential;
+   * - the first request was abandoned (failed, or died before its commit):
+   *   nothing; the key is released (only if still unanswered) and this
+   *   request goes ahead.
+   */
+  private async settle(claim: IdempotencyClaim, first: IdempotencyRecord, signal: AbortSignal | undefined): Promise<CreateResult | undefined> {
+    const { store, settings } = this.deps;
+    let record: IdempotencyRecord | null = first;
+    for (;;) {
+      if (!record) return undefined; // released by the first request: go ahead
+      assertSameRequest(claim, record);
+      if (signal?.aborted) throw callerGone();
+      let running: boolean;
+      if (record.response !== null) {
+        if (record.answeredTime !== null) return replayOf(record.response);
+        running = record.responseTime !== null && record.responseTime >= this.clock() - this.handOutWindowMs();
+        if (!running) return this.handOutLost(claim, record.response, signal);
+      } else {
+        const d = record.delegationId ? await store.get(record.delegationId) : null;
+        running = d !== null && d.state === "REQUESTED" && d.createTime >= this.clock() - settings.createInflightMs;
+        // ACTIVE: its answer committed after the key was read; read the key again.
+        if (!running && d?.state !== "ACTIVE") {
+          await store.releaseIdempotency(claim, { unanswered: true });
+          record = await store.getIdempotency(claim);
+          if (record?.response) continue;
+          return undefined;
+        }
+      }
+      if (running) await sleep(IN_FLIGHT_POLL_MS, signal);
+      record = await store.getIdempotency(claim);
+    }
+  }
+
+  /**
+   * How long after its commit the first request may still be handing its
+   * answer out: its wait for the audit log, and a grace for a slow process.
+   */
+  private handOutWindowMs(): number {
+    const audit = this.deps.audit;
+    return HAND_OUT_GRACE_MS + (audit?.failClosed ? audit.timeoutMs : 0);
+  }
+
+  /**
+   * Hands out a stored answer nobody received. One retry wins the mark; it
+   * rotates the secret while the delegation is live (a failed rotation takes
+   * the mark back, so the next retry tries again; so does a caller gone
+   * before it could receive the new secret).
+   */
+  private async handOutLost(claim: IdempotencyClaim, response: string, signal: AbortSignal | undefined): Promise<CreateResult> {
+    const { store, registrar, log, audit } = this.deps;
+    // The same rule as for a new grant: none handed out while the audit log cannot record.
+    if (audit?.failClosed && !(await audit.ready())) throw auditUnavailable();
+    const markedAt = this.clock();
+    if (!(await store.markAnswered(claim, markedAt))) return replayOf(response);
+    const result = replayOf(response);
+    const current = await store.get(result.delegation.id);
+    if (current?.state !== "ACTIVE") return result;
+    let secret: string | undefined;
+    try {
+      secret = await registrar.rotateSecret({ delegationId: current.id, clientId: current.agentClientId, objectId: current.idpObjectId });
+    } catch (err) {
+      await store.unmarkAnswered(claim, markedAt);
+      throw upstreamFailure("idp", "identity provider", err);
+    }
+    if (signal?.aborted) {
+      await store.unmarkAnswered(claim, markedAt);
+      throw callerGone();
+    }
+    if (!secret) return result;
+    log.warn({ delegationId: current.id }, "create answer was never received: handed out by the retry with a rotated agent secret");
+    return { ...result, agentCredential: { clientId: result.agentCredential.clientId, clientSecret: secret }, credentialRotated: true };
   }
 
   private async delegatorAuthority(principal: Principal, delegatorAcId: string): Promise<DelegatorAuthority> {
@@ -306,4 +387,31 @@ function auditUnavailable(): BrokerError {
 /** The same answer whichever it was: not active, or not the caller's to delegate from. */
 export function delegatorContextNotActive(): BrokerError {
   return new BrokerError("FAILED_PRECONDITION", "DELEGATOR_CONTEXT_NOT_ACTIVE", "the delegator's access context is not active");
+}
+
+/** A stored answer, replayed without the secret. */
+function replayOf(response: string): CreateResult {
+  const s = JSON.parse(response) as StoredCreate;
+  return {
+    delegation: s.delegation,
+    agentPrincipal: s.agentPrincipal,
+    delegatedAc: s.delegatedAc,
+    agentCredential: { clientId: s.clientId, clientSecret: "" },
+    replayed: true,
+    credentialRotated: false,
+  };
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

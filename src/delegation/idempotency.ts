@@ -19,6 +19,15 @@ export function claimFor(scope: string, method: string, requestId: string, reque
   return { scope, method, requestId, requestHash: hashRequest(request), delegationId };
 }
 
+/** The same request_id for a different request is ALREADY_EXISTS. */
+export function assertSameRequest(claim: IdempotencyClaim, record: IdempotencyRecord): void {
+  if (record.requestHash !== claim.requestHash) {
+    throw new BrokerError("ALREADY_EXISTS", "REQUEST_ID_REUSED", "request_id was already used for a different request", {
+      field: "request_id",
+    });
+  }
+}
+
 /** What an existing key means for a new request with the same id. */
 export type Existing =
   /** The first request finished: answer what it answered. */
@@ -38,15 +47,11 @@ export async function settleExisting(
   record: IdempotencyRecord,
   inFlight: (record: IdempotencyRecord) => Promise<boolean>,
 ): Promise<Existing> {
-  if (record.requestHash !== claim.requestHash) {
-    throw new BrokerError("ALREADY_EXISTS", "REQUEST_ID_REUSED", "request_id was already used for a different request", {
-      field: "request_id",
-    });
-  }
+  assertSameRequest(claim, record);
   if (record.response !== null) return { kind: "replay", response: record.response };
   if (await inFlight(record)) {
     throw new BrokerError("ABORTED", "REQUEST_IN_PROGRESS", "a request with this request_id is in progress; retry");
   }
-  await store.releaseIdempotency(claim);
+  await store.releaseIdempotency(claim, { unanswered: true });
   return { kind: "released" };
 }

@@ -10,6 +10,12 @@ import type { UseCaseDeps } from "./deps.js";
 /** Rows removed per prune statement; the loop runs again while a batch was full. */
 const PRUNE_BATCH = 2_000;
 const STALE_BATCH = 100;
+/**
+ * The identity of a delegation that ended this recently is the clean-up
+ * worker's to delete; the sweep leaves it alone, so no identity is deleted
+ * twice (the sweep lists the IdP before it looks at each identity).
+ */
+const RECENTLY_ENDED_MS = 5 * 60_000;
 
 export class Maintenance {
   private readonly clock: () => number;
@@ -46,11 +52,13 @@ export class Maintenance {
   async sweepOrphans(): Promise<LoopResult> {
     const { store, registrar, settings, log } = this.deps;
     const inflightSince = this.clock() - settings.createInflightMs;
+    const endedSince = this.clock() - RECENTLY_ENDED_MS;
     let n = 0;
     for await (const ref of registrar.listAgents()) {
       const d = ref.delegationId ? await store.get(ref.delegationId) : null;
       if (d && d.state === "ACTIVE") continue;
       if (d && d.state === "REQUESTED" && d.createTime >= inflightSince) continue; // being created now
+      if (d && d.endTime !== null && (d.endTime >= endedSince || (await store.effectOwed("idp_delete", d.id)))) continue;
       try {
         await registrar.deleteAgent(ref);
         n++;

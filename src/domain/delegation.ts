@@ -72,12 +72,16 @@ export interface AgentPrincipal {
   displayName: string;
 }
 
-/** The answer to CreateDelegation, as kept for idempotent replay (without the secret). */
+/** The answer to CreateDelegation (kept for idempotent replay without the secret). */
 export interface CreateResult {
   delegation: Delegation;
   agentPrincipal: AgentPrincipal;
   delegatedAc: DelegatedContext;
   agentCredential: { clientId: string; clientSecret: string };
+  /** This answers a retry of a request_id: the first answer, replayed. */
+  replayed: boolean;
+  /** The secret was rotated for this replay: every earlier one stopped working. */
+  credentialRotated: boolean;
 }
 
 export type CommandDecision = "ALLOW" | "DENY" | "CEREMONY_REQUIRED";

@@ -142,6 +142,8 @@ export function createResultToMessage(r: CreateResult): CreateDelegationResponse
     agentPrincipal: r.agentPrincipal,
     delegatedAc: delegatedAcToMessage(r.delegatedAc),
     agentCredential: r.agentCredential,
+    replayed: r.replayed,
+    credentialRotated: r.credentialRotated,
   });
 }
 

@@ -9,7 +9,7 @@ import { Code, ConnectError, type ContextKey, type ContextValues, type HandlerCo
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Http2Stream } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
-import { peerKey } from "./principal.js";
+import { connectionKey, peerKey } from "./principal.js";
 import { streamWriterKey } from "./stream-writer.js";
 
 type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
@@ -272,6 +272,8 @@ export function addConnectService<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
         if (call.request instanceof Undecodable) return void call.emit("error", statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
+        // The client's address and port: one per HTTP/2 connection, for the per-connection Watch limit.
+        ctx.values.set(connectionKey, call.getPeer());
         // Messages written directly (live Watch items) share the call with those yielded. Straight
         // to the HTTP/2 stream when grpc-js has nothing buffered (so order is kept), else through it.
         let waitOn: "raw" | "call" = "call";

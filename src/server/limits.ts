@@ -1,9 +1,11 @@
 /**
  * Per-principal limits applied as an interceptor (after authentication, so
  * the caller is known): rate limits on Create and Authorize, a cap on how
- * long a unary call may run, and on Watch streams open per principal.
- * Message size and HTTP/2 streams per connection are the listeners' job
- * (create-server.ts).
+ * long a unary call may run, and on Watch streams open per principal (a
+ * service principal has its own, larger allowance) and per HTTP/2
+ * connection. Message size and HTTP/2 streams per connection are the
+ * listeners' job (create-server.ts); the per-connection Watch limit stays
+ * below the latter, so a stream past it is refused instead of waiting.
  */
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
@@ -13,7 +15,7 @@ import type { Principal } from "../domain/index.js";
 import { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
 import type { Logger } from "../logging.js";
 import type { Interceptor } from "./interceptors.js";
-import { principalOf } from "./principal.js";
+import { connectionKey, principalOf } from "./principal.js";
 import { RateLimiter } from "./rate-limiter.js";
 
 type AnyHandler = Parameters<Interceptor>[0];
@@ -55,13 +57,13 @@ export function limits(settings: Settings["limits"], log: Logger, options: Limit
       },
     ],
   ]);
-  const watches = new WatchCounter(settings.watchStreamsPerPrincipal);
+  const openWatch = watchLimits(settings);
 
   const interceptor: Interceptor = (next, method, streaming) => {
     if (streaming) {
       if (method !== DelegationService.method.watchDelegations) return next;
       return async function* (req, ctx) {
-        const release = watches.acquire(limitKey(principalOf(ctx)));
+        const release = openWatch(ctx);
         try {
           yield* next(req, ctx) as AsyncIterable<unknown>;
         } finally {
@@ -89,28 +91,62 @@ export function limits(settings: Settings["limits"], log: Logger, options: Limit
   };
   // As hooks for `intercept`: a Watch stream counts from its start until it ends, however it ends.
   interceptor.stream = {
-    open: (_req, ctx, method) => (method === DelegationService.method.watchDelegations ? watches.acquire(limitKey(principalOf(ctx))) : undefined),
+    open: (_req, ctx, method) => (method === DelegationService.method.watchDelegations ? openWatch(ctx) : undefined),
   };
   return interceptor;
 }
 
-/** Counts open streams per principal; `acquire` refuses beyond the limit. */
-class WatchCounter {
-  // Only principals with an open stream have an entry.
+/**
+ * Counts a Watch stream against its caller (a service principal against its
+ * own allowance) and its connection; returns the release, or throws
+ * RESOURCE_EXHAUSTED naming the limit.
+ */
+function watchLimits(settings: Settings["limits"]): (ctx: HandlerContext) => () => void {
+  const principals = new StreamCounter();
+  const connections = new StreamCounter();
+  return (ctx) => {
+    const p = principalOf(ctx);
+    const service = p.admin;
+    const key = service ? `service:${p.clientId || p.did || "dev"}` : limitKey(p);
+    const releasePrincipal = principals.acquire(
+      key,
+      service ? settings.watchStreamsPerService : settings.watchStreamsPerPrincipal,
+      service
+        ? ["TOO_MANY_WATCHES", "per service principal", "LIMIT_WATCH_STREAMS_PER_SERVICE"]
+        : ["TOO_MANY_WATCHES", "per caller", "LIMIT_WATCH_STREAMS_PER_PRINCIPAL"],
+    );
+    const connection = ctx.values.get(connectionKey);
+    if (connection === undefined) return releasePrincipal;
+    let releaseConnection: () => void;
+    try {
+      releaseConnection = connections.acquire(connection, settings.watchStreamsPerConnection, [
+        "TOO_MANY_WATCHES_ON_CONNECTION",
+        "per connection (open another connection for more)",
+        "LIMIT_WATCH_STREAMS_PER_CONNECTION",
+      ]);
+    } catch (err) {
+      releasePrincipal();
+      throw err;
+    }
+    return () => {
+      releasePrincipal();
+      releaseConnection();
+    };
+  };
+}
+
+/** Counts open streams per key; `acquire` refuses beyond the limit. */
+class StreamCounter {
+  // Only keys with an open stream have an entry.
   private readonly open = new Map<string, number>();
 
-  constructor(private readonly limit: number) {}
-
-  /** Counts one more stream for `key`, or throws TOO_MANY_WATCHES; returns the release (idempotent). */
-  acquire(key: string): () => void {
+  /** Counts one more stream for `key`, or throws; returns the release (idempotent). */
+  acquire(key: string, limit: number, [reason, per, setting]: [string, string, string]): () => void {
     const n = this.open.get(key) ?? 0;
-    if (n >= this.limit) {
-      throw new BrokerError(
-        "RESOURCE_EXHAUSTED",
-        "TOO_MANY_WATCHES",
-        `at most ${this.limit} WatchDelegations streams may be open per caller; close one first`,
-        { metadata: { limit: String(this.limit) } },
-      );
+    if (n >= limit) {
+      throw new BrokerError("RESOURCE_EXHAUSTED", reason, `at most ${limit} WatchDelegations streams may be open ${per}; close one first`, {
+        metadata: { limit: String(limit), setting },
+      });
     }
     this.open.set(key, n + 1);
     let released = false;

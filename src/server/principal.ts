@@ -23,6 +23,13 @@ export interface PeerInfo {
 
 export const peerKey = createContextKey<PeerInfo | undefined>(undefined, { description: "TLS peer" });
 
+/**
+ * The connection a stream rides on, where one connection multiplexes many
+ * (the gRPC port's HTTP/2; set for streaming calls only). Undefined on
+ * HTTP/1.1, where a stream has its connection to itself.
+ */
+export const connectionKey = createContextKey<string | undefined>(undefined, { description: "multiplexed connection" });
+
 /** The header that names the delegator in dev mode (the prototype's X-Delegator-DID). */
 export const DEV_DID_HEADER = "x-delegator-did";
 

@@ -67,6 +67,8 @@ export interface KeyRow {
   delegation_id: string;
   response: string | null;
   create_time: number | string;
+  response_time: number | string | null;
+  answered_time: number | string | null;
 }
 
 export function keyFromRow(r: KeyRow): IdempotencyRecord {
@@ -78,6 +80,8 @@ export function keyFromRow(r: KeyRow): IdempotencyRecord {
     delegationId: r.delegation_id,
     response: r.response,
     createTime: toNumber(r.create_time),
+    responseTime: r.response_time === null ? null : toNumber(r.response_time),
+    answeredTime: r.answered_time === null ? null : toNumber(r.answered_time),
   };
 }
 
@@ -98,12 +102,30 @@ export async function claimKey(conn: SqlConn, claim: IdempotencyClaim, now: numb
   return { kind: "existing", record: keyFromRow(row) };
 }
 
-export async function releaseKey(conn: SqlConn, ref: IdempotencyKeyRef): Promise<void> {
-  await conn.run(`DELETE FROM "idempotency_keys" WHERE ${KEY_WHERE}`, keyParams(ref));
+export async function releaseKey(conn: SqlConn, ref: IdempotencyKeyRef, unanswered = false): Promise<void> {
+  await conn.run(`DELETE FROM "idempotency_keys" WHERE ${KEY_WHERE}${unanswered ? ` AND "response" IS NULL` : ""}`, keyParams(ref));
 }
 
 async function completeKey(conn: SqlConn, key: CompleteIdempotency, d: Delegation): Promise<void> {
-  await conn.run(`UPDATE "idempotency_keys" SET "response" = $4 WHERE ${KEY_WHERE}`, [...keyParams(key), key.response(d)]);
+  await conn.run(`UPDATE "idempotency_keys" SET "response" = $4, "response_time" = $5 WHERE ${KEY_WHERE}`, [
+    ...keyParams(key),
+    key.response(d),
+    d.updateTime,
+  ]);
+}
+
+/** Marks a key's answer handed out, unless it already is; true when this call marked it. */
+export async function markKeyAnswered(conn: SqlConn, ref: IdempotencyKeyRef, now: number): Promise<boolean> {
+  const changed = await conn.run(
+    `UPDATE "idempotency_keys" SET "answered_time" = $4 WHERE ${KEY_WHERE} AND "response" IS NOT NULL AND "answered_time" IS NULL`,
+    [...keyParams(ref), now],
+  );
+  return changed === 1;
+}
+
+/** Withdraws a mark this replica made (at `markedAt`) when the answer could not be handed out after all. */
+export async function unmarkKeyAnswered(conn: SqlConn, ref: IdempotencyKeyRef, markedAt: number): Promise<void> {
+  await conn.run(`UPDATE "idempotency_keys" SET "answered_time" = NULL WHERE ${KEY_WHERE} AND "answered_time" = $4`, [...keyParams(ref), markedAt]);
 }
 
 /** The lifecycle operations of one store, over its connection. */

@@ -284,6 +284,20 @@ export async function effectBacklog(db: SqlConn, kind: EffectKind): Promise<Effe
   };
 }
 
+export async function effectOwed(db: SqlConn, kind: EffectKind, delegationId: string): Promise<boolean> {
+  const cursor = await meta(db, cursorKey(kind));
+  const rows = await db.all(
+    `SELECT 1 AS "owed" FROM "delegation_events" e
+       ${kind === "gsap_revoke" ? `JOIN "delegations" d ON d."id" = e."delegation_id" AND d."delegated_ac_id" <> ''` : ""}
+      WHERE e."delegation_id" = $1 AND e."revision" > $2 AND e."type" IN ${ENDING_TYPES}
+     UNION ALL
+     SELECT 1 AS "owed" FROM "delegation_effects" WHERE "delegation_id" = $1 AND "kind" = $3 AND "state" = 'pending'
+     LIMIT 1`,
+    [delegationId, cursor.toString(), kind],
+  );
+  return rows.length > 0;
+}
+
 /** Rejected items are kept for operators until the retention passes. */
 export async function pruneEffects(db: SqlConn, before: number, maxRows: number): Promise<number> {
   return db.run(

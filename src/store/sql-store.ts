@@ -4,7 +4,7 @@
  * Prisma client (prisma-listing.ts).
  */
 import type { Delegation, DelegationEvent, EffectKind } from "../domain/index.js";
-import { type ContentId, LifecycleSql, claimKey, keyFromRow, releaseKey, type KeyRow } from "./lifecycle-sql.js";
+import { type ContentId, LifecycleSql, claimKey, keyFromRow, markKeyAnswered, releaseKey, unmarkKeyAnswered, type KeyRow } from "./lifecycle-sql.js";
 import * as log from "./log-sql.js";
 import type { Listing } from "./prisma-listing.js";
 import { type DelegationRow, delegationFromRow } from "./rows.js";
@@ -170,6 +170,10 @@ export class SqlStore implements DelegationStore {
     return log.effectBacklog(this.db, kind);
   }
 
+  effectOwed(kind: EffectKind, delegationId: string): Promise<boolean> {
+    return log.effectOwed(this.db, kind, delegationId);
+  }
+
   pruneEffects(before: number, maxRows: number): Promise<number> {
     return log.pruneEffects(this.db, before, maxRows);
   }
@@ -210,8 +214,16 @@ export class SqlStore implements DelegationStore {
     return row ? keyFromRow(row) : null;
   }
 
-  releaseIdempotency(ref: IdempotencyKeyRef): Promise<void> {
-    return releaseKey(this.db, ref);
+  releaseIdempotency(ref: IdempotencyKeyRef, options: { unanswered?: boolean } = {}): Promise<void> {
+    return releaseKey(this.db, ref, options.unanswered === true);
+  }
+
+  markAnswered(ref: IdempotencyKeyRef, now: number): Promise<boolean> {
+    return markKeyAnswered(this.db, ref, now);
+  }
+
+  unmarkAnswered(ref: IdempotencyKeyRef, markedAt: number): Promise<void> {
+    return unmarkKeyAnswered(this.db, ref, markedAt);
   }
 
   claimIdempotency(claim: IdempotencyClaim, now: number): Promise<ClaimResult> {

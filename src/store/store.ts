@@ -32,6 +32,14 @@ export interface IdempotencyRecord extends IdempotencyClaim {
   /** The first answer, once there is one. */
   response: string | null;
   createTime: number;
+  /** When the answer was stored (the change it answers committed). */
+  responseTime: number | null;
+  /**
+   * When the answer was handed out to a caller (the first request, or a retry
+   * that found it stored and never handed out: the broker died after the
+   * commit). Null while nobody has received it.
+   */
+  answeredTime: number | null;
 }
 
 export type ClaimResult = { kind: "claimed" } | { kind: "existing"; record: IdempotencyRecord };
@@ -258,6 +266,11 @@ export interface EffectQueue {
   /** When the next retry of `kind` is due, if any. */
   nextRetryTime(kind: EffectKind): Promise<number | null>;
   effectBacklog(kind: EffectKind): Promise<EffectBacklog>;
+  /**
+   * Whether a consequence of `kind` is still owed for the delegation: an
+   * ending after the cursor, or a retry waiting (the workers will do it).
+   */
+  effectOwed(kind: EffectKind, delegationId: string): Promise<boolean>;
   /** Deletes up to `maxRows` rejected items last changed before `before`. */
   pruneEffects(before: number, maxRows: number): Promise<number>;
 }
@@ -283,7 +296,18 @@ export interface AuditOutboxStore {
 
 export interface IdempotencyStore {
   getIdempotency(ref: IdempotencyKeyRef): Promise<IdempotencyRecord | null>;
-  releaseIdempotency(ref: IdempotencyKeyRef): Promise<void>;
+  /**
+   * Deletes a key. With `unanswered`, only if it has no answer yet (a retry
+   * releasing an abandoned key must not erase one that just completed).
+   */
+  releaseIdempotency(ref: IdempotencyKeyRef, options?: { unanswered?: boolean }): Promise<void>;
+  /**
+   * Marks a stored answer as handed out, once: true for the one call that
+   * marked it, false when it was already marked (or has no answer).
+   */
+  markAnswered(ref: IdempotencyKeyRef, now: number): Promise<boolean>;
+  /** Undoes this caller's mark (made at `markedAt`) when it could not hand the answer out. */
+  unmarkAnswered(ref: IdempotencyKeyRef, markedAt: number): Promise<void>;
   /** Claims a key for a mutation that inserts no row (revoke). */
   claimIdempotency(claim: IdempotencyClaim, now: number): Promise<ClaimResult>;
   /** Deletes up to `maxRows` keys created before `createdBefore`. */

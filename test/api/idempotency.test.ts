@@ -32,7 +32,47 @@ describe.each(DRIVERS)("idempotent retries (%s)", (driver) => {
     expect(again.agentCredential!.clientId).toBe(first.agentCredential!.clientId);
     expect(first.agentCredential!.clientSecret).not.toBe("");
     expect(again.agentCredential!.clientSecret).toBe("");
+    expect([first.replayed, first.credentialRotated]).toEqual([false, false]);
+    expect([again.replayed, again.credentialRotated]).toEqual([true, false]);
     expect(await count()).toBe(before + 1);
+  });
+
+  /** Puts a key in the state a crash right after the commit leaves: the answer stored, never handed out. */
+  async function loseAnswer(requestId: string): Promise<void> {
+    const ref = { scope: ALICE, method: "CreateDelegation", requestId };
+    const record = await t.broker.store.getIdempotency(ref);
+    expect(record?.answeredTime).not.toBeNull();
+    await t.broker.store.unmarkAnswered(ref, record!.answeredTime!);
+    expect((await t.broker.store.getIdempotency(ref))?.answeredTime).toBeNull();
+  }
+
+  it("hands an answer nobody received to the retry, with a rotated secret, once", async () => {
+    const req = { delegatorAcId: "ac-1", requestId: "req-create-lost" };
+    const first = await t.grpc.unary("createDelegation", req, as(ALICE));
+    await loseAnswer(req.requestId);
+    // Within the hand-out window the first request may still be answering: the retry waits for it.
+    const early = await t.grpc.unary("createDelegation", req, as(ALICE), 300).catch((e) => e);
+    expect(early.code).toBe(Code.DeadlineExceeded);
+    await new Promise((r) => setTimeout(r, 100)); // the server sees that deadline pass too
+    t.advanceClock(10_000);
+    const retry = await t.connect.createDelegation(req, { headers: as(ALICE) });
+    expect(retry.delegation!.delegationId).toBe(first.delegation!.delegationId);
+    expect([retry.replayed, retry.credentialRotated]).toEqual([true, true]);
+    expect(retry.agentCredential!.clientSecret).not.toBe("");
+    expect(retry.agentCredential!.clientSecret).not.toBe(first.agentCredential!.clientSecret);
+    // Handed out now: a further retry replays without a secret.
+    const again = await t.grpc.unary("createDelegation", req, as(ALICE));
+    expect([again.replayed, again.credentialRotated, again.agentCredential!.clientSecret]).toEqual([true, false, ""]);
+  });
+
+  it("rotates nothing for a lost answer whose delegation has ended", async () => {
+    const req = { delegatorAcId: "ac-1", requestId: "req-create-lost-ended" };
+    const first = await t.grpc.unary("createDelegation", req, as(ALICE));
+    await t.grpc.unary("revokeDelegation", { delegationId: first.delegation!.delegationId }, as(ALICE));
+    await loseAnswer(req.requestId);
+    t.advanceClock(10_000);
+    const retry = await t.grpc.unary("createDelegation", req, as(ALICE));
+    expect([retry.replayed, retry.credentialRotated, retry.agentCredential!.clientSecret]).toEqual([true, false, ""]);
   });
 
   it("scopes request ids to the caller", async () => {
@@ -49,16 +89,15 @@ describe.each(DRIVERS)("idempotent retries (%s)", (driver) => {
     expect(err.code).toBe(Code.AlreadyExists);
   });
 
-  it("creates exactly one delegation for 10 concurrent retries", async () => {
+  it("answers 10 concurrent retries with one delegation and one secret", async () => {
     const before = await count();
     const req = { delegatorAcId: "ac-1", requestId: "req-create-concurrent" };
-    const results = await Promise.allSettled(Array.from({ length: 10 }, () => t.grpc.unary("createDelegation", req, as(ALICE))));
-    const ok = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-    const failed = results.flatMap((r) => (r.status === "rejected" ? [r.reason as { code: number }] : []));
-    // Either the replay (same id) or "in progress, retry" (ABORTED): never a second delegation.
-    expect(new Set(ok.map((r) => r.delegation!.delegationId)).size).toBe(1);
-    expect(failed.every((e) => e.code === Code.Aborted)).toBe(true);
-    expect(ok.filter((r) => r.agentCredential!.clientSecret !== "").length).toBe(1);
+    // Retries that arrive while the first is in flight wait for its answer: none is refused.
+    const results = await Promise.all(Array.from({ length: 10 }, () => t.grpc.unary("createDelegation", req, as(ALICE))));
+    expect(new Set(results.map((r) => r.delegation!.delegationId)).size).toBe(1);
+    expect(results.filter((r) => r.agentCredential!.clientSecret !== "")).toHaveLength(1);
+    expect(results.filter((r) => !r.replayed)).toHaveLength(1);
+    expect(results.some((r) => r.credentialRotated)).toBe(false);
     expect(await count()).toBe(before + 1);
   });
 

@@ -66,6 +66,11 @@ export class ChronicleFake extends LoopbackFake {
     for (let i = 0; i < n; i++) this.faults.push({ kind: "status", status, body });
   }
 
+  /** Drops every fault still queued. */
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
+
   /** The next `n` requests are handled after `ms`, whether or not the sender is still waiting. */
   delayNext(n: number, ms: number): void {
     for (let i = 0; i < n; i++) this.faults.push({ kind: "delay", ms });

@@ -40,8 +40,9 @@ const de = (schema: DescMessage) => (b: Buffer) => fromBinary(schema, b);
 export class GrpcTestClient {
   readonly raw: grpc.Client;
 
-  constructor(address: string) {
-    this.raw = new grpc.Client(address, grpc.credentials.createInsecure());
+  /** `options`: channel options, e.g. `grpc.use_local_subchannel_pool` for a connection of its own. */
+  constructor(address: string, options: grpc.ChannelOptions = {}) {
+    this.raw = new grpc.Client(address, grpc.credentials.createInsecure(), options);
   }
 
   /** Calls a unary method with optional metadata headers. */

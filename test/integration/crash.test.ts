@@ -4,7 +4,6 @@
  * delegation without identity and access context, no orphaned identity in
  * the IdP, and no audit event that did not reach Chronicle.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,35 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DelegationState } from "../../src/gen/llmbroker/v1/delegation_pb.js";
 import { openStore } from "../../src/store/open-store.js";
 import { ALICE, as } from "../helpers/broker.js";
-import { GrpcTestClient } from "../helpers/grpc-client.js";
+import { type BrokerProcess, startBrokerProcess } from "../helpers/broker-process.js";
 import { type World, agentClients, startWorld } from "../helpers/real-world.js";
+import { tokenStatus } from "../fakes/keycloak-fake.js";
 import { eventContentId } from "../../src/clients/chronicle/chronicle-event.js";
-
-// node --import tsx: the child is the broker itself (the tsx CLI would run it in a grandchild,
-// out of reach of a SIGKILL).
-const MAIN = join(process.cwd(), "src", "cli", "main.ts");
-
-interface Child {
-  proc: ChildProcess;
-  grpc: GrpcTestClient;
-  webPort: number;
-  stderr: () => string;
-}
-
-async function startBroker(env: Record<string, string>): Promise<Child> {
-  const proc = spawn(process.execPath, ["--import", "tsx", MAIN, "serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  proc.stdout!.on("data", (d) => (out += d));
-  proc.stderr!.on("data", (d) => (err += d));
-  const started = Date.now();
-  for (;;) {
-    const m = out.match(/gRPC \(h2c\)\s+127\.0\.0\.1:(\d+)[^]*?Connect \+ gRPC-Web\s+http:\/\/127\.0\.0\.1:(\d+)/);
-    if (m) return { proc, grpc: new GrpcTestClient(`127.0.0.1:${m[1]}`), webPort: Number(m[2]), stderr: () => err };
-    if (proc.exitCode !== null || Date.now() - started > 30_000) throw new Error(`broker did not start:\n${out}\n${err}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 20_000): Promise<T> {
   const started = Date.now();
@@ -56,7 +30,7 @@ describe("kill -9 during CreateDelegation, then restart", () => {
   let world: World;
   let dir: string;
   let env: Record<string, string>;
-  let broker: Child | undefined;
+  let broker: BrokerProcess | undefined;
 
   beforeAll(async () => {
     world = await startWorld();
@@ -75,14 +49,13 @@ describe("kill -9 during CreateDelegation, then restart", () => {
     };
   });
   afterAll(async () => {
-    broker?.grpc.close();
-    broker?.proc.kill("SIGKILL");
+    await broker?.kill();
     await world?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it("leaves no orphan identity, no half-made delegation and no lost audit event", async () => {
-    broker = await startBroker(env);
+    broker = await startBrokerProcess(env);
     const kept = await broker.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE));
     expect(kept.delegation!.state).toBe(DelegationState.ACTIVE);
 
@@ -92,24 +65,22 @@ describe("kill -9 during CreateDelegation, then restart", () => {
     const inflight = broker.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE), 60_000).catch((e) => e);
     await until("GSAP to receive the POST", () => (world.gsap.requestsOf("POST").length > posts ? true : undefined));
     expect(agentClients(world)).toHaveLength(2);
-    broker.proc.kill("SIGKILL");
+    await broker.kill();
     expect((await inflight).code).toBe(14); // the connection died with the process
-    broker.grpc.close();
 
     // Crash 2, on restart: Keycloak creates the client only after the broker is gone.
     world.keycloak.inject("create", { kind: "delay", ms: 1500 });
     await new Promise((r) => setTimeout(r, 1100)); // older than CREATE_INFLIGHT_SECONDS
-    broker = await startBroker(env);
+    broker = await startBrokerProcess(env);
     const second = broker.grpc.unary("createDelegation", { delegatorAcId: "ac-alice" }, as(ALICE), 60_000).catch((e) => e);
     await until("Keycloak to receive the create", () =>
       world.keycloak.requestsTo("create").length >= 3 ? true : undefined,
     );
-    broker.proc.kill("SIGKILL");
+    await broker.kill();
     await second;
-    broker.grpc.close();
     await new Promise((r) => setTimeout(r, 1700)); // the late client lands in Keycloak
 
-    broker = await startBroker(env);
+    broker = await startBrokerProcess(env);
     const b = broker;
     // The reconciler fails the interrupted creates and deletes every identity not backing an ACTIVE delegation.
     await until("the IdP to hold only live identities", async () => {
@@ -132,9 +103,7 @@ describe("kill -9 during CreateDelegation, then restart", () => {
       const h = (await (await fetch(`http://127.0.0.1:${b.webPort}/healthz`)).json()) as { audit: { pending: number } };
       return h.audit.pending === 0 ? true : undefined;
     });
-    b.grpc.close();
-    b.proc.kill("SIGTERM");
-    await new Promise((r) => b.proc.once("exit", r));
+    await b.stop();
     broker = undefined;
     const store = await openStore(env.DATABASE_URL!);
     try {
@@ -146,5 +115,46 @@ describe("kill -9 during CreateDelegation, then restart", () => {
     } finally {
       await store.close();
     }
+  }, 120_000);
+
+  it("hands a create whose answer died with the broker to the retry, with a new secret that works", async () => {
+    const lostEnv = {
+      ...env,
+      DATABASE_URL: `file:${join(dir, "lost-answer.db")}`,
+      // The create commits, then waits for Chronicle to record it: the broker dies in that wait.
+      AUDIT_FAIL_CLOSED: "true",
+      AUDIT_FAIL_CLOSED_TIMEOUT_SECONDS: "1",
+    };
+    broker = await startBrokerProcess(lostEnv);
+    world.chronicle.failNext(1000, 503);
+    const req = { delegatorAcId: "ac-alice", requestId: "lost-answer-1" };
+    const first = broker.grpc.unary("createDelegation", req, as(ALICE), 60_000).catch((e) => e);
+    const ref = { scope: ALICE, method: "CreateDelegation", requestId: req.requestId };
+    const store = await openStore(lostEnv.DATABASE_URL);
+    try {
+      await until("the create to commit", async () => ((await store.getIdempotency(ref))?.response ? true : undefined));
+      await broker.kill();
+      expect((await first).code).toBe(14);
+      expect((await store.getIdempotency(ref))?.answeredTime).toBeNull();
+    } finally {
+      await store.close();
+    }
+    world.chronicle.clearFaults();
+
+    broker = await startBrokerProcess(lostEnv);
+    // The retry waits out the window in which the dead request could still have answered, then hands the answer out.
+    const retry = await broker.grpc.unary("createDelegation", req, as(ALICE), 30_000);
+    expect([retry.replayed, retry.credentialRotated]).toEqual([true, true]);
+    const clientId = retry.agentCredential!.clientId;
+    expect(await tokenStatus(world.keycloak, clientId, retry.agentCredential!.clientSecret)).toBe(200);
+    expect(world.keycloak.requestsTo("regenerateSecret").length).toBeGreaterThanOrEqual(1);
+    // Once handed out, a further retry gets the answer without a secret, and rotates nothing.
+    const rotations = world.keycloak.requestsTo("regenerateSecret").length;
+    const again = await broker.grpc.unary("createDelegation", req, as(ALICE));
+    expect([again.replayed, again.credentialRotated, again.agentCredential!.clientSecret]).toEqual([true, false, ""]);
+    expect(world.keycloak.requestsTo("regenerateSecret")).toHaveLength(rotations);
+    expect(await tokenStatus(world.keycloak, clientId, retry.agentCredential!.clientSecret)).toBe(200);
+    await broker.stop();
+    broker = undefined;
   }, 120_000);
 });

@@ -107,6 +107,7 @@ describe("limits", () => {
         RATE_LIMIT_AUTHORIZE_PER_SECOND: "5",
         LIMIT_MAX_DEADLINE_SECONDS: "1",
         LIMIT_WATCH_STREAMS_PER_PRINCIPAL: "2",
+        LIMIT_WATCH_STREAMS_PER_SERVICE: "4",
         LIMIT_MAX_REQUEST_BYTES: "4096",
         WATCH_CHECKPOINT_SECONDS: "1",
       },
@@ -267,6 +268,22 @@ describe("limits", () => {
       for (const w of [w2, w4, wb]) w.stream.cancel();
     });
 
+    it("gives a service principal (admin) its own allowance, beyond a delegator's", async () => {
+      const admin = ""; // dev mode: no DID is the local operator, an admin
+      const ws = [1, 2, 3, 4].map(() => openWatch(t.grpc, admin));
+      expect((await Promise.all(ws.map((w) => w.first))).every((r) => r.ok)).toBe(true);
+      const fifth = t.grpc.watch({ startRevision: 0n }, as(admin)) as Watch;
+      const f = await new Promise<{ code: number; setting?: string | undefined }>((resolve) => {
+        fifth.once("data", () => resolve({ code: 0 }));
+        fifth.once("error", (e: { code: number }) => resolve({ code: e.code, setting: errorDetailOf(e)?.metadata.setting }));
+      });
+      expect(f).toEqual({ code: Code.ResourceExhausted, setting: "LIMIT_WATCH_STREAMS_PER_SERVICE" });
+      // Meanwhile a delegator still has its own two.
+      const d = [1, 2].map(() => openWatch(t.grpc, user("beside-service")));
+      expect(await Promise.all(d.map((w) => w.first))).toEqual([{ ok: true }, { ok: true }]);
+      for (const w of [...ws, ...d]) w.stream.cancel();
+    });
+
     it("frees the slot when a watch ends with an error", async () => {
       const a = user("watch-err");
       for (let i = 0; i < 5; i++) {
@@ -314,7 +331,8 @@ describe("limits", () => {
 describe("HTTP/2 concurrent streams", () => {
   let t: TestBroker;
   beforeAll(async () => {
-    t = await startTestBroker({ env: { LIMIT_MAX_CONCURRENT_STREAMS: "2" } });
+    // 4 streams per connection: at most 3 of them Watch, so one is always there for unary calls.
+    t = await startTestBroker({ env: { LIMIT_MAX_CONCURRENT_STREAMS: "4" } });
   });
   afterAll(async () => {
     await t?.close();
@@ -327,28 +345,48 @@ describe("HTTP/2 concurrent streams", () => {
         session.once("remoteSettings", resolve);
         session.once("error", reject);
       });
-      expect(settings.maxConcurrentStreams).toBe(2);
+      expect(settings.maxConcurrentStreams).toBe(4);
     } finally {
       session.close();
     }
   });
 
-  it("holds a 3rd call on a connection with 2 open watches until one closes, while other connections are served", async () => {
-    const w1 = openWatch(t.grpc, "did:web:example.com/user/h2");
-    const w2 = openWatch(t.grpc, "did:web:example.com/user/h2");
-    expect([await w1.first, await w2.first]).toEqual([{ ok: true }, { ok: true }]);
-    let done = false;
-    const third = t.grpc.unary("listAgents", {}).then((r) => {
-      done = true;
-      return r;
+  it("refuses a watch past the connection's allowance at once, and still serves unary calls on that connection", async () => {
+    const ws = [1, 2, 3].map((i) => openWatch(t.grpc, user(`h2-${i}`)));
+    expect(await Promise.all(ws.map((w) => w.first))).toEqual([{ ok: true }, { ok: true }, { ok: true }]);
+    const over = openWatch(t.grpc, user("h2-over"));
+    const refused = await over.first;
+    expect(refused).toEqual({ ok: false, code: Code.ResourceExhausted, reason: "TOO_MANY_WATCHES_ON_CONNECTION" });
+    // The same connection (one grpc-js channel) carries unary calls meanwhile, one after another and together.
+    for (let i = 0; i < 3; i++) expect((await t.grpc.unary("listAgents", {}, {}, 2000)).delegations).toBeDefined();
+    expect((await Promise.all([1, 2, 3].map(() => t.grpc.unary("listAgents", {}, {}, 2000)))).length).toBe(3);
+    // Another connection has its own allowance.
+    const other = new GrpcTestClient(`127.0.0.1:${t.broker.grpcPort}`, { "grpc.use_local_subchannel_pool": 1 });
+    try {
+      const elsewhere = openWatch(other, user("h2-elsewhere"));
+      expect(await elsewhere.first).toEqual({ ok: true });
+      elsewhere.stream.cancel();
+    } finally {
+      other.close();
+    }
+    // A closed watch frees its slot on the connection.
+    ws[0]!.stream.cancel();
+    const again = await eventually(async () => {
+      const w = openWatch(t.grpc, user("h2-again"));
+      return (await w.first).ok ? w : undefined;
     });
-    // Several round trips on another connection (Connect's own HTTP/2 session; a second grpc-js
-    // client would share the first's pooled connection) complete meanwhile; the 3rd call does not.
-    for (let i = 0; i < 10; i++) await t.connectGrpc.listAgents({});
-    expect(done).toBe(false);
-    w1.stream.cancel();
-    expect((await third).delegations).toBeDefined();
-    w2.stream.cancel();
+    for (const w of [again, ws[1]!, ws[2]!]) w.stream.cancel();
+  });
+
+});
+
+describe("watch allowances (settings)", () => {
+  it("refuses a per-connection Watch allowance that leaves no stream for unary calls, naming both settings", () => {
+    expect(() => loadSettings({ LIMIT_MAX_CONCURRENT_STREAMS: "100", LIMIT_WATCH_STREAMS_PER_CONNECTION: "100" })).toThrow(
+      /LIMIT_WATCH_STREAMS_PER_CONNECTION \(100\) must be below LIMIT_MAX_CONCURRENT_STREAMS \(100\)/,
+    );
+    expect(loadSettings({}).limits).toMatchObject({ maxConcurrentStreams: 1000, watchStreamsPerConnection: 900, watchStreamsPerService: 1000 });
+    expect(loadSettings({ LIMIT_MAX_CONCURRENT_STREAMS: "50" }).limits.watchStreamsPerConnection).toBe(45);
   });
 });
 

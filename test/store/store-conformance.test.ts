@@ -100,7 +100,7 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
     it("claims the key with the delegation and no response yet", async () => {
       const d = makeDelegation();
       expect(await h.store.insertRequested(d, claimFor(d))).toEqual({ kind: "claimed" });
-      expect(await h.store.getIdempotency(claimFor(d))).toEqual({ ...claimFor(d), response: null, createTime: d.createTime });
+      expect(await h.store.getIdempotency(claimFor(d))).toEqual({ ...claimFor(d), response: null, createTime: d.createTime, responseTime: null, answeredTime: null });
     });
 
     it("answers a second claim of the same key with the first record and inserts nothing", async () => {
@@ -108,7 +108,7 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       const second = makeDelegation({ createTime: T0 + 1 });
       await h.store.insertRequested(first, claimFor(first));
       const again = await h.store.insertRequested(second, claimFor(second, { requestHash: "hash-2" }));
-      expect(again).toEqual({ kind: "existing", record: { ...claimFor(first), response: null, createTime: first.createTime } });
+      expect(again).toEqual({ kind: "existing", record: { ...claimFor(first), response: null, createTime: first.createTime, responseTime: null, answeredTime: null } });
       expect(await h.store.get(second.id)).toBeNull();
       expect((await h.store.list({ state: "REQUESTED", limit: 10 })).total).toBe(1);
     });
@@ -198,6 +198,25 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       expect(t).not.toBeNull();
       const record = await h.store.getIdempotency(claim);
       expect(JSON.parse(record!.response!)).toEqual({ id: d.id, state: "ACTIVE", updateTime: T0 + 80, ac: `dac-${d.id}` });
+    });
+
+    it("marks a stored answer handed out once; the mark can be taken back only by its maker", async () => {
+      const d = makeDelegation();
+      const claim = claimFor(d);
+      await h.store.insertRequested(d, claim);
+      expect(await h.store.markAnswered(claim, T0 + 1)).toBe(false); // nothing to hand out yet
+      await h.store.activate({ id: d.id, now: T0 + 80, patch: activationFor(d), completeIdempotency: { ...claim, response: () => "answer" } });
+      expect(await h.store.getIdempotency(claim)).toMatchObject({ response: "answer", responseTime: T0 + 80, answeredTime: null });
+      const marks = await Promise.all(Array.from({ length: 5 }, (_, i) => h.store.markAnswered(claim, T0 + 90 + i)));
+      expect(marks.filter(Boolean)).toHaveLength(1);
+      const markedAt = (await h.store.getIdempotency(claim))!.answeredTime!;
+      await h.store.unmarkAnswered(claim, markedAt + 1); // not this caller's mark
+      expect((await h.store.getIdempotency(claim))!.answeredTime).toBe(markedAt);
+      await h.store.unmarkAnswered(claim, markedAt);
+      expect((await h.store.getIdempotency(claim))!.answeredTime).toBeNull();
+      // An answered key is not released by a retry that found it unanswered a moment ago.
+      await h.store.releaseIdempotency(claim, { unanswered: true });
+      expect((await h.store.getIdempotency(claim))!.response).toBe("answer");
     });
 
     it("stores no answer when the delegation was no longer REQUESTED", async () => {
@@ -706,7 +725,7 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       const claim = { ...ref, requestHash: "h1", delegationId: newDelegationId() };
       expect(await h.store.getIdempotency(ref)).toBeNull();
       expect(await h.store.claimIdempotency(claim, T0 + 5)).toEqual({ kind: "claimed" });
-      const record = { ...claim, response: null, createTime: T0 + 5 };
+      const record = { ...claim, response: null, createTime: T0 + 5, responseTime: null, answeredTime: null };
       expect(await h.store.getIdempotency(ref)).toEqual(record);
       expect(await h.store.claimIdempotency({ ...claim, requestHash: "h2", delegationId: "other" }, T0 + 6)).toEqual({ kind: "existing", record });
     });

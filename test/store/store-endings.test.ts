@@ -592,6 +592,19 @@ describe.each(DRIVERS)("DelegationStore endings on %s", (driver) => {
       expect(await h.store.dueRetries("gsap_revoke", FAR, 10)).toEqual([]);
     });
 
+    it("effectOwed: while the ending is after the cursor, and while a retry waits; not once it is done", async () => {
+      const [a] = await endingsAt([T0 + 10]);
+      const other = await h.seed("REVOKED", { createTime: T0 + 50 });
+      expect(await h.store.effectOwed("idp_delete", a!.delegationId)).toBe(true);
+      await settle({ through: await head(), retry: [{ effect: a!, error: "503", nextAttemptTime: T0 + 100 }] }, T0 + 20);
+      expect(await h.store.effectOwed("idp_delete", a!.delegationId)).toBe(true); // the retry waits
+      expect(await h.store.effectOwed("gsap_revoke", a!.delegationId)).toBe(false); // no context: nothing to revoke
+      expect(await h.store.effectOwed("idp_delete", other.id)).toBe(false); // settled with the cursor
+      const [retry] = await due(T0 + 100);
+      await settle({ done: [retry!.retryId!] }, T0 + 100);
+      expect(await h.store.effectOwed("idp_delete", a!.delegationId)).toBe(false);
+    });
+
     it("counts each further attempt and moves its next attempt time; done items leave the table", async () => {
       const [a, b] = await endingsAt([T0 + 10, T0 + 20]);
       await settle(

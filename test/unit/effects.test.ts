@@ -259,6 +259,17 @@ class FakeEffectLog implements EffectQueue {
     return times.length === 0 ? null : Math.min(...times);
   }
 
+  async effectOwed(kind: EffectKind, delegationId: string): Promise<boolean> {
+    const fresh = this.events.some(
+      (e) =>
+        e.delegationId === delegationId &&
+        e.revision > this.cursors[kind] &&
+        e.type !== "CREATED" &&
+        (kind !== "gsap_revoke" || this.delegations.get(delegationId)?.delegatedAcId !== ""),
+    );
+    return fresh || [...this.retryTable.values()].some((r) => r.kind === kind && r.delegationId === delegationId && r.state === "pending");
+  }
+
   async effectBacklog(kind: EffectKind): Promise<EffectBacklog> {
     const fresh = this.events.filter(
       (e) => e.revision > this.cursors[kind] && e.type !== "CREATED" && consequencesOf(this.target(e.delegationId)).includes(kind),

@@ -51,3 +51,11 @@ ALTER TABLE "delegations" DROP COLUMN "idp_cleanup_pending";
 -- Delivery is tracked by the cursor; audit_state now only records refusals.
 -- DropIndex
 DROP INDEX "delegation_events_audit_state_revision_idx";
+
+-- A CreateDelegation answer is handed out once: response_time is when it was
+-- stored, answered_time when a caller received it. A stored answer nobody
+-- received (the broker died after the commit) is handed out by the retry,
+-- with a new secret. Answers stored before this are taken as received.
+ALTER TABLE "idempotency_keys" ADD COLUMN "response_time" BIGINT;
+ALTER TABLE "idempotency_keys" ADD COLUMN "answered_time" BIGINT;
+UPDATE "idempotency_keys" SET "response_time" = "create_time", "answered_time" = "create_time" WHERE "response" IS NOT NULL;
