@@ -120,6 +120,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     clock,
     reconcileIntervalMs: settings.reconcileIntervalMs,
     leaseTtlMs: settings.leaseTtlMs,
+    contextCacheMs: settings.gsapChecks.contextCacheMs,
     ...(overrides.onEffectDone ? { onEffectDone: overrides.onEffectDone } : {}),
   });
 

@@ -11,11 +11,14 @@
  * | audit-outbox   | deliver events to the audit sink, in order    | every event                  |
  * | reconciler     | fail interrupted creates; prune old rows      | its interval                 |
  * | orphan-sweep   | delete identities no delegation accounts for  | its interval                 |
+ * | ceremonies     | expire ceremonies not decided or used in time | ceremony events, endings     |
+ * | live-checks    | ask GSAP about delegators' contexts again     | its interval                 |
+ * | gsap-approvals | poll GSAP's pending approvals of creates      | its next poll, new approvals |
  */
 import type { AuditSink } from "./clients/chronicle/chronicle-client.js";
 import type { GsapClient } from "./clients/gsap/gsap-client.js";
 import type { DelegationEvent, EffectKind } from "./domain/index.js";
-import { isLiveState } from "./domain/index.js";
+import { isEndingEvent } from "./domain/index.js";
 import type { UseCases } from "./delegation/use-cases.js";
 import { AuditOutbox } from "./events/audit-outbox.js";
 import { type EffectHandler, effectWorker } from "./events/effects.js";
@@ -42,6 +45,8 @@ export interface BackgroundOptions {
   reconcileIntervalMs?: number;
   /** Told when a consequence is done, with the time since its ending. */
   onEffectDone?: (kind: EffectKind, latencyMs: number) => void;
+  /** How long GSAP's answer about a context is fresh (the live checks' period). By default, 30 s. */
+  contextCacheMs?: number;
 }
 
 export interface Background {
@@ -51,6 +56,9 @@ export interface Background {
   outboxLoop: Loop;
   reconciler: Loop;
   orphanSweep: Loop;
+  ceremonies: Loop;
+  liveChecks: Loop;
+  approvals: Loop;
   outbox: AuditOutbox;
   /** Every loop, for health. */
   loops: Loop[];
@@ -103,18 +111,25 @@ export function createBackground(o: BackgroundOptions): Background {
   );
   const orphanSweep = loop("orphan-sweep", () => maintenance.sweepOrphans(), reconcileMs, expiring);
   outbox.attach(outboxLoop);
-  const loops = [expiry, idpCleanup, gsapRevoke, outboxLoop, reconciler, orphanSweep];
+  const ceremonies = loop("ceremonies", () => o.useCases.ceremonies.expireDue(), 30_000, expiring);
+  // A quarter of the cache time: each context is asked about again within 1.25 times it.
+  const liveChecks = loop("live-checks", () => o.useCases.liveChecks.checkDue(), Math.max(250, (o.contextCacheMs ?? 30_000) / 4), expiring);
+  const approvals = loop("gsap-approvals", () => o.useCases.approvals.pollDue(), 1_000);
+  const loops = [expiry, idpCleanup, gsapRevoke, outboxLoop, reconciler, orphanSweep, ceremonies, liveChecks, approvals];
 
   // What each loop wants to hear from the log.
   const onEvents = (events: readonly DelegationEvent[]) => {
     let endings = false;
     for (const e of events) {
       if (e.type === "CREATED") expiry.wakeAt(e.delegation.expireTime);
-      else if (!isLiveState(e.delegation.state)) endings = true;
+      else if (e.type === "CEREMONY_REQUESTED" && e.ceremony) ceremonies.wakeAt(e.ceremony.expireTime);
+      else if (isEndingEvent(e.type)) endings = true;
     }
     if (endings) {
       idpCleanup.kick();
       gsapRevoke.kick();
+      // Open ceremonies of an ended delegation expire with it.
+      ceremonies.kick();
     }
     outboxLoop.kick();
   };
@@ -127,6 +142,9 @@ export function createBackground(o: BackgroundOptions): Background {
     outboxLoop,
     reconciler,
     orphanSweep,
+    ceremonies,
+    liveChecks,
+    approvals,
     outbox,
     loops,
     start() {

@@ -32,6 +32,8 @@ export function benchDelegation(i: number, over: Partial<Delegation> = {}): Dele
     expireTime: now + 24 * 3600_000,
     endTime: null,
     endReason: "",
+    endDetail: "",
+    rootAcId: "ac-bench",
     chronicleCid: "",
     ...over,
   };

@@ -5,7 +5,9 @@
  *   migrate   apply pending SQL migrations and exit
  */
 import { startBroker } from "../app.js";
+import { redactDatabaseUrl, redactSecrets } from "../config/redact.js";
 import { SettingsError, loadSettings } from "../config/settings.js";
+import { settingsWarnings } from "../config/warnings.js";
 import { migrate } from "../store/migrate.js";
 
 const USAGE = `usage: llm-broker <command>
@@ -13,6 +15,8 @@ const USAGE = `usage: llm-broker <command>
 commands:
   serve     start the broker (applies migrations first)
   migrate   apply pending migrations to DATABASE_URL and exit
+  migrate-prototype <prototype.db>
+            import the Python prototype's delegations into DATABASE_URL
 
 Configuration comes from the environment; see .env.example.`;
 
@@ -59,6 +63,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "serve": {
+      for (const warning of settingsWarnings(settings)) console.error(`warning: ${warning}`);
       const broker = await startBroker(settings);
       const host = settings.host.includes(":") ? `[${settings.host}]` : settings.host;
       const tls = settings.authMode === "mtls";
@@ -68,7 +73,7 @@ LLM Principal Broker is running
   gRPC (${tls ? "TLS" : "h2c"})               ${host}:${broker.grpcPort}
   Connect + gRPC-Web       ${web}
   health                   ${web}/healthz
-  database                 ${settings.databaseUrl} (${broker.store.driver})
+  database                 ${redactDatabaseUrl(settings.databaseUrl)} (${broker.store.driver})
   registrar / GSAP / audit ${broker.drivers.registrar} / ${broker.drivers.gsap} / ${broker.drivers.audit}${settings.auditFailClosed ? " (fail-closed)" : ""}
   authentication           ${settings.authMode}
 ${tryIt(settings.authMode, web)}`);
@@ -80,6 +85,10 @@ ${tryIt(settings.authMode, web)}`);
       await broker.stop();
       return 0;
     }
+    case "migrate-prototype": {
+      const { migratePrototype } = await import("./migrate-prototype.js");
+      return migratePrototype(argv.slice(1), settings);
+    }
     default:
       console.error(`unknown command "${command}"\n\n${USAGE}`);
       return 2;
@@ -89,7 +98,8 @@ ${tryIt(settings.authMode, web)}`);
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof SettingsError) console.error(`configuration error: ${err.message}`);
+    // Messages name variables, not secret values; redactSecrets is the guard if one ever slips in.
+    if (err instanceof SettingsError) console.error(`configuration error: ${redactSecrets(err.message, process.env)}`);
     else console.error(err);
     process.exit(1);
   },

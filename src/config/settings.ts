@@ -1,9 +1,18 @@
 /**
  * Typed settings read from the environment. `.env.example` documents every
- * variable; this file is the single place that parses them.
+ * variable; this folder is the single place that parses them (the variables
+ * are listed in keys.ts, the drivers chosen in drivers.ts).
  */
+import { checkDrivers, resolveDrivers } from "./drivers.js";
+import type { SettingKey } from "./keys.js";
+import { type Env, bool, httpUrl, int, list, oneOf, str } from "./parse.js";
+import { SettingsError } from "./settings-error.js";
 
-export type RegistrarDriver = "auto" | "keycloak" | "entra" | "stub";
+export { SettingsError } from "./settings-error.js";
+export { isLoopback } from "./drivers.js";
+
+/** The drivers, as resolved: `auto` never reaches a Settings object. */
+export type RegistrarDriver = "keycloak" | "entra" | "stub";
 export type GsapDriver = "dev" | "http";
 export type AuditDriver = "log" | "chronicle";
 export type AuthMode = "dev" | "jwt" | "mtls";
@@ -23,6 +32,9 @@ export interface Settings {
   registrar: RegistrarDriver;
   gsapDriver: GsapDriver;
   auditDriver: AuditDriver;
+  /** Let jwt/mtls authentication start with dev drivers (stub, GSAP dev, audit log). By default, false. */
+  allowDevDrivers: boolean;
+  /** url and adminClientSecret are empty unless set (then both are, and the registrar is keycloak). */
   keycloak: { url: string; realm: string; adminClientId: string; adminClientSecret: string };
   entra: {
     tenantId: string;
@@ -39,6 +51,7 @@ export interface Settings {
     purgeDeleted: boolean;
   };
   gsap: {
+    /** Empty unless set (then so is bearerToken, and the driver is http). */
     url: string;
     bearerToken: string;
     corpusEntryCid: string;
@@ -46,6 +59,28 @@ export interface Settings {
     revokePath: string;
   };
   chronicle: { webhookUrl: string };
+  /** Human approval of one command (AuthorizeCommand CEREMONY_REQUIRED). */
+  ceremony: {
+    /** How long a requested ceremony may be approved, and an approval used. */
+    ttlMs: number;
+  };
+  /** Which AuthorizeCommand decisions are recorded in the audit log. */
+  auditCommands: "none" | "refusals" | "all";
+  /** Put the command itself in audit records (otherwise only its SHA-256). */
+  auditCommandsInClear: boolean;
+  /** Live checks of delegators' access contexts at GSAP, and its approval flow. */
+  gsapChecks: {
+    /** How long a delegator context's last answer is fresh; refreshed in the background after. */
+    contextCacheMs: number;
+    /** With GSAP unreachable, how long the last answer may be used. */
+    contextMaxStalenessMs: number;
+    /** Past that: deny commands (strict) or allow them (lenient). */
+    stalePolicy: "strict" | "lenient";
+    /** How long a delegated-context request may wait for GSAP's approval flow. */
+    approvalTimeoutMs: number;
+    /** Longest wait between polls of a pending approval. */
+    approvalPollMaxMs: number;
+  };
   /** Refuse to grant authority that cannot be audited (see README). */
   auditFailClosed: boolean;
   auditFailClosedTimeoutMs: number;
@@ -111,25 +146,20 @@ export interface Settings {
   logLevel: string;
 }
 
-/** Raised for a variable that is present but unusable; the message names it. */
-export class SettingsError extends Error {
-  override name = "SettingsError";
-}
-
-type Env = Record<string, string | undefined>;
-
-function str(env: Env, key: string, def: string): string {
-  const v = env[key]?.trim();
-  return v === undefined || v === "" ? def : v;
-}
-
-function int(env: Env, key: string, def: number, min: number, max: number): number {
-  const raw = env[key]?.trim();
-  if (raw === undefined || raw === "") return def;
-  if (!/^-?\d+$/.test(raw)) throw new SettingsError(`${key} must be an integer, got "${raw}"`);
-  const n = Number(raw);
-  if (n < min || n > max) throw new SettingsError(`${key} must be between ${min} and ${max}, got ${n}`);
-  return n;
+/** The live checks of delegator contexts and the approval flow at GSAP. */
+function gsapChecks(env: Env): Settings["gsapChecks"] {
+  const contextCacheMs = int(env, "GSAP_CONTEXT_CACHE_SECONDS", 30, 1, 3600) * 1000;
+  const contextMaxStalenessMs = int(env, "GSAP_CONTEXT_MAX_STALENESS_SECONDS", 300, 1, 86_400) * 1000;
+  if (contextMaxStalenessMs < contextCacheMs) {
+    throw new SettingsError("GSAP_CONTEXT_MAX_STALENESS_SECONDS must not be below GSAP_CONTEXT_CACHE_SECONDS");
+  }
+  return {
+    contextCacheMs,
+    contextMaxStalenessMs,
+    stalePolicy: oneOf(env, "GSAP_CONTEXT_STALE_POLICY", "strict", ["strict", "lenient"] as const),
+    approvalTimeoutMs: int(env, "GSAP_APPROVAL_TIMEOUT_SECONDS", 900, 1, 86_400) * 1000,
+    approvalPollMaxMs: int(env, "GSAP_APPROVAL_POLL_MAX_SECONDS", 10, 1, 300) * 1000,
+  };
 }
 
 /**
@@ -149,20 +179,11 @@ function streamLimits(env: Env): { maxConcurrentStreams: number; watchStreamsPer
   return { maxConcurrentStreams, watchStreamsPerConnection };
 }
 
-function list(env: Env, key: string, def: string[]): string[] {
-  const raw = env[key];
-  if (raw === undefined || raw.trim() === "") return def;
-  return raw
-    .split(",")
-    .map((s) => s.trim())
-    .filter((s) => s !== "");
-}
-
 /**
  * A list of browser origins. The CORS check compares the Origin header exactly, so an
  * entry with a path, a trailing slash or a wildcard would never match; refuse it here.
  */
-function origins(env: Env, key: string, def: string[]): string[] {
+function origins(env: Env, key: SettingKey, def: string[]): string[] {
   const out = list(env, key, def);
   for (const o of out) {
     let origin: string | undefined;
@@ -178,34 +199,7 @@ function origins(env: Env, key: string, def: string[]): string[] {
   return out;
 }
 
-function oneOf<T extends string>(env: Env, key: string, def: T, allowed: readonly T[]): T {
-  const v = str(env, key, def);
-  if (!(allowed as readonly string[]).includes(v)) {
-    throw new SettingsError(`${key} must be one of ${allowed.join(", ")}, got "${v}"`);
-  }
-  return v as T;
-}
-
 const MINUTE = 60_000;
-
-function bool(env: Env, key: string, def: boolean): boolean {
-  const v = str(env, key, String(def)).toLowerCase();
-  if (v === "true" || v === "1") return true;
-  if (v === "false" || v === "0") return false;
-  throw new SettingsError(`${key} must be true or false, got "${v}"`);
-}
-
-function httpUrl(env: Env, key: string, def: string): string {
-  const v = str(env, key, def).replace(/\/+$/, "");
-  let u: URL;
-  try {
-    u = new URL(v);
-  } catch {
-    throw new SettingsError(`${key} must be an http(s) URL, got "${v}"`);
-  }
-  if (u.protocol !== "http:" && u.protocol !== "https:") throw new SettingsError(`${key} must be an http(s) URL, got "${v}"`);
-  return v;
-}
 
 /** GSAP_REVOKE_PATH: a path template with {context_id} exactly once. */
 function revokePath(env: Env): string {
@@ -235,7 +229,7 @@ export function loadSettings(env: Env = process.env): Settings {
   if (new Set(capabilityOrder).size !== capabilityOrder.length) {
     throw new SettingsError("CAPABILITY_ORDER must not repeat a capability");
   }
-  const capability = (key: string, def: string) => {
+  const capability = (key: SettingKey, def: string) => {
     const v = str(env, key, def);
     if (!capabilityOrder.includes(v)) {
       throw new SettingsError(`${key} must be one of CAPABILITY_ORDER (${capabilityOrder.join(", ")}), got "${v}"`);
@@ -265,12 +259,10 @@ export function loadSettings(env: Env = process.env): Settings {
     corsOrigins: origins(env, "CORS_ORIGINS", ["http://localhost:3000", "http://localhost:8000"]),
     brokerDid: str(env, "BROKER_DID", "did:web:guildhouse.dev/service/llm-broker"),
     agentDidPrefix: str(env, "AGENT_DID_PREFIX", "did:web:guildhouse.dev/agent/"),
-    authMode: oneOf(env, "AUTH_MODE", "dev", ["dev", "jwt", "mtls"] as const),
-    registrar: oneOf(env, "AGENT_REGISTRAR", "auto", ["auto", "keycloak", "entra", "stub"] as const),
-    gsapDriver: oneOf(env, "GSAP_DRIVER", "dev", ["dev", "http"] as const),
-    auditDriver: oneOf(env, "AUDIT_DRIVER", "log", ["log", "chronicle"] as const),
+    ...resolveDrivers(env),
+    allowDevDrivers: bool(env, "ALLOW_DEV_DRIVERS", false),
     keycloak: {
-      url: httpUrl(env, "KEYCLOAK_URL", "http://localhost:8080"),
+      url: httpUrl(env, "KEYCLOAK_URL", ""),
       realm: str(env, "KEYCLOAK_REALM", "substrate"),
       adminClientId: str(env, "KEYCLOAK_ADMIN_CLIENT_ID", "llm-broker-admin"),
       adminClientSecret: str(env, "KEYCLOAK_ADMIN_CLIENT_SECRET", ""),
@@ -286,12 +278,16 @@ export function loadSettings(env: Env = process.env): Settings {
       purgeDeleted: bool(env, "ENTRA_PURGE_DELETED", false),
     },
     gsap: {
-      url: httpUrl(env, "GSAP_BROKER_URL", "http://localhost:8000"),
+      url: httpUrl(env, "GSAP_BROKER_URL", ""),
       bearerToken: str(env, "GSAP_BEARER_TOKEN", ""),
       corpusEntryCid: str(env, "GSAP_CORPUS_ENTRY_CID", "sha256:dev-jumphost"),
       revokePath: revokePath(env),
     },
     chronicle: { webhookUrl: str(env, "CHRONICLE_WEBHOOK_URL", "") },
+    ceremony: { ttlMs: int(env, "CEREMONY_TTL_SECONDS", 300, 10, 86_400) * 1000 },
+    auditCommands: oneOf(env, "AUDIT_COMMANDS", "refusals", ["none", "refusals", "all"] as const),
+    auditCommandsInClear: bool(env, "AUDIT_COMMANDS_IN_CLEAR", false),
+    gsapChecks: gsapChecks(env),
     auditFailClosed: bool(env, "AUDIT_FAIL_CLOSED", false),
     auditFailClosedTimeoutMs: int(env, "AUDIT_FAIL_CLOSED_TIMEOUT_SECONDS", 5, 1, 300) * 1000,
     http: {
@@ -343,64 +339,4 @@ export function loadSettings(env: Env = process.env): Settings {
   };
   checkDrivers(settings);
   return settings;
-}
-
-/** A driver asked for by name must be configured: a start-up error, never a silent fallback. */
-function checkDrivers(s: Settings): void {
-  if (s.registrar === "keycloak" && s.keycloak.adminClientSecret === "") {
-    throw new SettingsError("AGENT_REGISTRAR=keycloak needs KEYCLOAK_ADMIN_CLIENT_SECRET (and KEYCLOAK_URL, KEYCLOAK_REALM)");
-  }
-  if (s.registrar === "entra") {
-    const missing = (["tenantId", "clientId", "clientSecret"] as const).filter((k) => s.entra[k] === "");
-    if (missing.length > 0) {
-      const names = { tenantId: "ENTRA_TENANT_ID", clientId: "ENTRA_CLIENT_ID", clientSecret: "ENTRA_CLIENT_SECRET" };
-      throw new SettingsError(`AGENT_REGISTRAR=entra needs ${missing.map((k) => names[k]).join(", ")}`);
-    }
-  }
-  if (s.entra.agentBlueprintId !== "" && s.entra.sponsorId === "") {
-    throw new SettingsError("ENTRA_AGENT_BLUEPRINT_ID needs ENTRA_SPONSOR_ID (agent identities must have a sponsor)");
-  }
-  if (s.gsapDriver === "http" && s.gsap.bearerToken === "") {
-    throw new SettingsError("GSAP_DRIVER=http needs GSAP_BEARER_TOKEN (and GSAP_BROKER_URL)");
-  }
-  if (s.auditDriver === "chronicle") {
-    if (s.chronicle.webhookUrl === "") throw new SettingsError("AUDIT_DRIVER=chronicle needs CHRONICLE_WEBHOOK_URL");
-    if (!/^https?:\/\/.+/.test(s.chronicle.webhookUrl)) throw new SettingsError("CHRONICLE_WEBHOOK_URL must be an http(s) URL");
-  }
-  if (s.authMode === "dev" && !isLoopback(s.host)) {
-    throw new SettingsError(
-      `AUTH_MODE=dev trusts a header for the caller's identity and listens only on loopback; LLM_BROKER_HOST=${s.host} needs AUTH_MODE=jwt or mtls`,
-    );
-  }
-  if (s.authMode === "jwt") {
-    const missing = [
-      s.auth.issuers.length === 0 ? "AUTH_JWT_ISSUER" : "",
-      s.auth.audience === "" ? "AUTH_JWT_AUDIENCE" : "",
-      s.auth.jwksUrl === "" ? "AUTH_JWKS_URL" : "",
-    ].filter((x) => x !== "");
-    if (missing.length > 0) throw new SettingsError(`AUTH_MODE=jwt needs ${missing.join(", ")}`);
-    if (!/^https?:\/\/.+/.test(s.auth.jwksUrl)) throw new SettingsError("AUTH_JWKS_URL must be an http(s) URL");
-    const allowed = new Set(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]);
-    const bad = s.auth.algorithms.filter((a) => !allowed.has(a));
-    if (bad.length > 0 || s.auth.algorithms.length === 0) {
-      throw new SettingsError(`AUTH_JWT_ALGORITHMS may list only asymmetric algorithms (${[...allowed].join(", ")}); got ${bad.join(", ") || "none"}`);
-    }
-  }
-  if (s.authMode === "mtls") {
-    const missing = [
-      s.auth.tlsCertFile === "" ? "AUTH_TLS_CERT_FILE" : "",
-      s.auth.tlsKeyFile === "" ? "AUTH_TLS_KEY_FILE" : "",
-      s.auth.tlsClientCaFile === "" ? "AUTH_TLS_CLIENT_CA_FILE" : "",
-    ].filter((x) => x !== "");
-    if (missing.length > 0) throw new SettingsError(`AUTH_MODE=mtls needs ${missing.join(", ")}`);
-  }
-  if (s.auditFailClosed && s.auditDriver !== "chronicle") {
-    throw new SettingsError("AUDIT_FAIL_CLOSED=true needs AUDIT_DRIVER=chronicle");
-  }
-}
-
-/** Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost). */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }

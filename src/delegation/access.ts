@@ -8,3 +8,12 @@ export function canAct(principal: Principal, d: Pick<Delegation, "delegatorDid" 
   // An agent's own client credential reads and asks about its own delegation, nothing more.
   return access !== "manage" && !!principal.clientId && principal.clientId === d.agentClientId;
 }
+
+/**
+ * Whether `principal` may approve or deny a ceremony of `d`: its delegator
+ * (a human's DID) or an admin; never the agent, by its client or its DID.
+ */
+export function canDecideCeremony(principal: Principal, d: Pick<Delegation, "delegatorDid" | "agentDid">): boolean {
+  if (principal.admin) return true;
+  return principal.did !== "" && principal.did === d.delegatorDid && principal.did !== d.agentDid;
+}

@@ -9,7 +9,7 @@
  * carried out by the consequence workers. A crash is finished by the
  * reconciler (maintenance.ts).
  */
-import type { DelegatedContextRequest } from "../clients/gsap/gsap-client.js";
+import { ApprovalPending, type DelegatedContextRequest, type DelegatorContext } from "../clients/gsap/gsap-client.js";
 import {
   BrokerError,
   UpstreamError,
@@ -18,9 +18,10 @@ import {
   type Delegation,
   EndReason,
   type Principal,
+  commandsRemaining,
 } from "../domain/index.js";
 import type { AgentIdentity } from "../registrars/registrar.js";
-import type { FailurePatch, IdempotencyClaim, IdempotencyKeyRef, IdempotencyRecord } from "../store/store.js";
+import type { FailurePatch, GsapApprovalRow, IdempotencyClaim, IdempotencyKeyRef, IdempotencyRecord } from "../store/store.js";
 import { canAct } from "./access.js";
 import { type UseCaseDeps, upstreamFailure } from "./deps.js";
 import { assertSameRequest, claimFor } from "./idempotency.js";
@@ -40,6 +41,12 @@ export interface CreateInput {
 const DEFAULT_AGENT_TYPE = "claude-code";
 /** How often a retry looks at the key of a first request still running. */
 const IN_FLIGHT_POLL_MS = 25;
+/** How often a call waiting for GSAP's approval looks at its delegation. */
+const APPROVAL_POLL_MS = 100;
+/** The first poll of a pending approval at GSAP. */
+export const APPROVAL_FIRST_POLL_MS = 500;
+/** Answered this long before the caller's deadline, so the answer arrives in time. */
+const DEADLINE_MARGIN_MS = 1_000;
 /** How long after its commit a first request is allowed to take to hand its answer out (beyond the audit wait). */
 const HAND_OUT_GRACE_MS = 3_000;
 const DEFAULT_ACCORD = "ai-delegation-standard";
@@ -59,8 +66,16 @@ export class CreateDelegation {
     this.clock = deps.clock ?? Date.now;
   }
 
-  /** Creates a delegation for `principal`; `signal` aborts when the caller is gone. */
-  async run(principal: Principal, input: CreateInput, signal?: AbortSignal): Promise<CreateResult> {
+  /**
+   * Creates a delegation for `principal`; `signal` aborts when the caller is
+   * gone; `timeoutMs` is how long the caller waits, which bounds a wait for
+   * GSAP's approval flow.
+   */
+  async run(principal: Principal, input: CreateInput, signal?: AbortSignal, timeoutMs?: number): Promise<CreateResult> {
+    return this.create(principal, input, signal, timeoutMs === undefined ? undefined : this.clock() + timeoutMs);
+  }
+
+  private async create(principal: Principal, input: CreateInput, signal: AbortSignal | undefined, deadlineAt: number | undefined): Promise<CreateResult> {
     const { store, registrar, gsap, settings, log, audit } = this.deps;
     requireDelegator(principal);
     const delegatorAcId = v.identifier("delegator_ac_id", input.delegatorAcId, { required: true });
@@ -72,7 +87,7 @@ export class CreateDelegation {
 
     if (claim) {
       const existing = await store.getIdempotency(claim);
-      const replay = existing ? await this.settle(claim, existing, signal) : undefined;
+      const replay = existing ? await this.settle(claim, existing, signal, deadlineAt) : undefined;
       if (replay) return replay;
     }
 
@@ -111,6 +126,8 @@ export class CreateDelegation {
       expireTime: now + scope.ttlMs,
       endTime: null,
       endReason: "",
+      endDetail: "",
+      rootAcId: authority.rootAcId,
       chronicleCid: "",
     };
 
@@ -119,10 +136,10 @@ export class CreateDelegation {
     const inserted = await store.insertRequested(requested, claim);
     if (inserted.kind === "existing" && claim) {
       // A concurrent request with the same id won the claim: its answer is ours.
-      const replay = await this.settle(claim, inserted.record, signal);
+      const replay = await this.settle(claim, inserted.record, signal, deadlineAt);
       if (replay) return replay;
       // It was abandoned meanwhile and its key released: this request may go ahead, as a retry would.
-      return this.run(principal, input, signal);
+      return this.create(principal, input, signal, deadlineAt);
     }
 
     // 2. the agent identity
@@ -160,6 +177,9 @@ export class CreateDelegation {
       };
       delegatedAc = await gsap.requestDelegatedContext(request);
     } catch (err) {
+      if (err instanceof ApprovalPending) {
+        return this.awaitApproval({ requested, identity, claim, pollToken: err.pollToken, signal, deadlineAt });
+      }
       // A context GSAP issued in an answer the driver rejected is revoked with the failure.
       const issued = err instanceof UpstreamError ? err.metadata.context_id : undefined;
       await this.fail(id, issued ? { ...patch, delegatedAcId: issued } : patch, claim);
@@ -178,11 +198,7 @@ export class CreateDelegation {
       patch: { ...patch, delegatedAcId: delegatedAc.contextId, delegatedAc },
       ...(claim
         ? {
-            completeIdempotency: {
-              ...claim,
-              response: (delegation: Delegation) =>
-                JSON.stringify({ delegation, agentPrincipal, delegatedAc, clientId: identity.clientId } satisfies StoredCreate),
-            },
+            completeIdempotency: { ...claim, response: (delegation: Delegation) => storedCreate(delegation, agentPrincipal, delegatedAc) },
           }
         : {}),
     });
@@ -203,10 +219,7 @@ export class CreateDelegation {
       await this.withdraw(id, EndReason.auditUnavailable, claim);
       throw auditUnavailable();
     }
-    if (claim && !(await store.markAnswered(claim, this.clock()))) {
-      // Past the hand-out window a retry took this request for dead and handed the answer out with a new secret.
-      throw new BrokerError("ABORTED", "REQUEST_ANSWERED_BY_RETRY", "a retry of this request_id received the answer (with a new secret) first; retry to see it");
-    }
+    if (claim && !(await store.markAnswered(claim, this.clock()))) throw answeredByRetry();
     log.info(
       { delegationId: id, delegator: principal.did, agent: agentDid, idp: registrar.backend, revision: activated.revision.toString() },
       "delegation created",
@@ -218,6 +231,7 @@ export class CreateDelegation {
       agentCredential: { clientId: identity.clientId, clientSecret: identity.clientSecret },
       replayed: false,
       credentialRotated: false,
+      approvalPending: false,
     };
   }
 
@@ -236,7 +250,12 @@ export class CreateDelegation {
    *   nothing; the key is released (only if still unanswered) and this
    *   request goes ahead.
    */
-  private async settle(claim: IdempotencyClaim, first: IdempotencyRecord, signal: AbortSignal | undefined): Promise<CreateResult | undefined> {
+  private async settle(
+    claim: IdempotencyClaim,
+    first: IdempotencyRecord,
+    signal: AbortSignal | undefined,
+    deadlineAt: number | undefined,
+  ): Promise<CreateResult | undefined> {
     const { store, settings } = this.deps;
     let record: IdempotencyRecord | null = first;
     for (;;) {
@@ -250,6 +269,15 @@ export class CreateDelegation {
         if (!running) return this.handOutLost(claim, record.response, signal);
       } else {
         const d = record.delegationId ? await store.get(record.delegationId) : null;
+        const approval = d?.state === "REQUESTED" ? await store.getApproval(d.id) : null;
+        if (d && approval) {
+          // Waiting for GSAP's approval flow: this retry waits too, and answers "still pending" before its deadline.
+          if (nearDeadline(this.clock(), deadlineAt)) return pendingResult(d, approval);
+          if (signal?.aborted) throw callerGone();
+          await sleep(APPROVAL_POLL_MS, signal);
+          record = await store.getIdempotency(claim);
+          continue;
+        }
         running = d !== null && d.state === "REQUESTED" && d.createTime >= this.clock() - settings.createInflightMs;
         // ACTIVE: its answer committed after the key was read; read the key again.
         if (!running && d?.state !== "ACTIVE") {
@@ -304,20 +332,110 @@ export class CreateDelegation {
     return { ...result, agentCredential: { clientId: result.agentCredential.clientId, clientSecret: secret }, credentialRotated: true };
   }
 
-  private async delegatorAuthority(principal: Principal, delegatorAcId: string): Promise<DelegatorAuthority> {
+  /**
+   * GSAP's approval flow has to run first. The delegation stays REQUESTED; the
+   * approvals loop polls GSAP and activates or fails it. This call waits for
+   * that within its deadline: ACTIVE in time hands out the credential as
+   * usual. Still pending at the deadline: with a request_id, the REQUESTED
+   * delegation is the answer (approval_pending) and a retry with the same
+   * request_id after activation hands out the credential; without one, the
+   * create is withdrawn (nobody could ever receive the credential).
+   */
+  private async awaitApproval(w: {
+    requested: Delegation;
+    identity: AgentIdentity;
+    claim: IdempotencyClaim | undefined;
+    pollToken: string;
+    signal: AbortSignal | undefined;
+    deadlineAt: number | undefined;
+  }): Promise<CreateResult> {
+    const { store, settings, log } = this.deps;
+    const { requested: r, identity, claim } = w;
+    const now = this.clock();
+    const approval: GsapApprovalRow = {
+      delegationId: r.id,
+      pollToken: w.pollToken,
+      deadline: Math.min(now + settings.gsapChecks.approvalTimeoutMs, r.expireTime),
+      nextPollTime: now + APPROVAL_FIRST_POLL_MS,
+      attempts: 0,
+      lastError: "",
+      createTime: now,
+      agentClientId: identity.clientId,
+      idpObjectId: identity.objectId,
+      displayName: identity.displayName,
+      requestScope: claim?.scope ?? "",
+      requestId: claim?.requestId ?? "",
+    };
+    await store.addApproval(approval);
+    log.info({ delegationId: r.id }, "waiting for GSAP's approval of the delegated context");
+    const patch = { agentClientId: identity.clientId, idpObjectId: identity.objectId, idpBackend: this.deps.registrar.backend };
+    for (;;) {
+      const d = await store.get(r.id);
+      if (!d) throw new BrokerError("INTERNAL", "DELEGATION_VANISHED", `delegation ${r.id} disappeared while it was being created`);
+      if (d.state === "ACTIVE") {
+        if (claim && !(await store.markAnswered(claim, this.clock()))) throw answeredByRetry();
+        const agentPrincipal = { did: d.agentDid, clientId: identity.clientId, displayName: identity.displayName };
+        return {
+          delegation: d,
+          agentPrincipal,
+          delegatedAc: d.delegatedAc,
+          agentCredential: { clientId: identity.clientId, clientSecret: identity.clientSecret },
+          replayed: false,
+          credentialRotated: false,
+          approvalPending: false,
+        };
+      }
+      if (d.state !== "REQUESTED") throw approvalEnded(d);
+      const gone = w.signal?.aborted === true;
+      if (gone || nearDeadline(this.clock(), w.deadlineAt)) {
+        if (claim && !gone) return pendingResult(d, approval);
+        // Nobody can receive the credential later: withdraw.
+        await store.removeApproval(r.id);
+        await this.fail(r.id, patch, claim);
+        if (gone) throw callerGone();
+        throw new BrokerError(
+          "DEADLINE_EXCEEDED",
+          "GSAP_APPROVAL_PENDING",
+          "GSAP's approval of the delegated context did not come within the call's deadline; nothing was granted. Send a request_id to wait across calls",
+        );
+      }
+      await sleep(APPROVAL_POLL_MS, w.signal);
+    }
+  }
+
+  private async delegatorAuthority(principal: Principal, delegatorAcId: string): Promise<DelegatorAuthority & { rootAcId: string }> {
     const { store, gsap } = this.deps;
     // A context the broker itself delegated: the parent delegation bounds the child.
     const parent = await store.findByDelegatedAc(delegatorAcId);
     if (parent) {
       if (!canAct(principal, parent, "manage") || parent.state !== "ACTIVE") throw delegatorContextNotActive();
-      return { capabilityCeiling: parent.capabilityCeiling, expireTime: parent.expireTime, depth: parent.depth };
+      return {
+        capabilityCeiling: parent.capabilityCeiling,
+        expireTime: parent.expireTime,
+        depth: parent.depth,
+        rootAcId: parent.rootAcId,
+        parent: {
+          ceremonyRequiredFor: parent.ceremonyRequiredFor,
+          prohibitedCommands: parent.prohibitedCommands,
+          commandsRemaining: commandsRemaining(parent),
+        },
+      };
     }
+    let ctx: DelegatorContext;
     try {
-      const ctx = await gsap.describeDelegatorContext(delegatorAcId, principal.did);
-      return { capabilityCeiling: ctx.capabilityCeiling, expireTime: ctx.expireTime, depth: 0 };
+      ctx = await gsap.describeDelegatorContext(delegatorAcId, principal.did);
     } catch (err) {
       throw upstreamFailure("gsap", "GSAP broker", err);
     }
+    // GSAP's answer, as the live checks keep it: fresh now.
+    await store.recordContextAnswer({
+      acId: delegatorAcId,
+      principalDid: principal.did,
+      status: "active",
+      capabilityCeiling: ctx.capabilityCeiling,
+      now: this.clock(),
+    });
+    return { capabilityCeiling: ctx.capabilityCeiling, expireTime: ctx.expireTime, depth: 0, rootAcId: delegatorAcId };
   }
 
   /** REQUESTED → FAILED with what is known of the identity, releasing the request_id. */
@@ -389,6 +507,44 @@ export function delegatorContextNotActive(): BrokerError {
   return new BrokerError("FAILED_PRECONDITION", "DELEGATOR_CONTEXT_NOT_ACTIVE", "the delegator's access context is not active");
 }
 
+/** The replayable answer stored with an activation (never the secret). */
+export function storedCreate(delegation: Delegation, agentPrincipal: CreateResult["agentPrincipal"], delegatedAc: DelegatedContext): string {
+  return JSON.stringify({ delegation, agentPrincipal, delegatedAc, clientId: agentPrincipal.clientId } satisfies StoredCreate);
+}
+
+/** The answer while GSAP's approval flow decides: the REQUESTED delegation, nothing to use yet. */
+function pendingResult(d: Delegation, a: GsapApprovalRow): CreateResult {
+  return {
+    delegation: d,
+    agentPrincipal: { did: d.agentDid, clientId: a.agentClientId, displayName: a.displayName },
+    delegatedAc: null,
+    agentCredential: { clientId: a.agentClientId, clientSecret: "" },
+    replayed: false,
+    credentialRotated: false,
+    approvalPending: true,
+  };
+}
+
+/** Whether a caller with this deadline must be answered now (a margin for the answer to travel). */
+function nearDeadline(now: number, deadlineAt: number | undefined): boolean {
+  return deadlineAt !== undefined && now >= deadlineAt - DEADLINE_MARGIN_MS;
+}
+
+/** A delegation that left REQUESTED other than by activation while its approval was awaited. */
+function approvalEnded(d: Delegation): BrokerError {
+  if (d.endReason === EndReason.gsapDenied) {
+    return new BrokerError("FAILED_PRECONDITION", "GSAP_DENIED", "GSAP's approval flow denied the delegated access context; nothing was granted");
+  }
+  if (d.endReason === EndReason.gsapApprovalTimeout) {
+    return new BrokerError("FAILED_PRECONDITION", "GSAP_APPROVAL_TIMEOUT", "GSAP's approval flow did not decide in time; nothing was granted");
+  }
+  return new BrokerError("ABORTED", "DELEGATION_ENDED_DURING_CREATE", `delegation ${d.id} was ended (${d.endReason}) while it was being created`);
+}
+
+function answeredByRetry(): BrokerError {
+  return new BrokerError("ABORTED", "REQUEST_ANSWERED_BY_RETRY", "a retry of this request_id received the answer (with a new secret) first; retry to see it");
+}
+
 /** A stored answer, replayed without the secret. */
 function replayOf(response: string): CreateResult {
   const s = JSON.parse(response) as StoredCreate;
@@ -399,6 +555,7 @@ function replayOf(response: string): CreateResult {
     agentCredential: { clientId: s.clientId, clientSecret: "" },
     replayed: true,
     credentialRotated: false,
+    approvalPending: false,
   };
 }
 

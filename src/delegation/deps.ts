@@ -11,6 +11,17 @@ export interface UseCaseSettings extends PolicySettings {
   idempotencyTtlMs: number;
   createInflightMs: number;
   eventRetentionMs: number;
+  ceremony: { ttlMs: number };
+  /** Which AuthorizeCommand decisions are recorded (COMMAND_DECIDED events). */
+  auditCommands: "none" | "refusals" | "all";
+  auditCommandsInClear: boolean;
+  gsapChecks: {
+    contextCacheMs: number;
+    contextMaxStalenessMs: number;
+    stalePolicy: "strict" | "lenient";
+    approvalTimeoutMs: number;
+    approvalPollMaxMs: number;
+  };
 }
 
 /**

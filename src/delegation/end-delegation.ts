@@ -6,8 +6,17 @@
  * identity and revoking the GSAP context are done by the consequence
  * workers, which the event log wakes (src/events/effects.ts).
  */
-import { BrokerError, type Delegation, type DelegationState, EndReason, type Principal, delegationNotFound } from "../domain/index.js";
+import {
+  BrokerError,
+  type Delegation,
+  type DelegationState,
+  EndReason,
+  type Principal,
+  actorOf,
+  delegationNotFound,
+} from "../domain/index.js";
 import type { LoopResult } from "../scheduler/loop.js";
+import type { EndTarget } from "../store/store.js";
 import { canAct } from "./access.js";
 import type { UseCaseDeps } from "./deps.js";
 import { claimFor, settleExisting } from "./idempotency.js";
@@ -40,11 +49,14 @@ export class EndDelegation {
     this.clock = deps.clock ?? Date.now;
   }
 
-  /** Ends an active delegation (and every delegation made from it). */
+  /**
+   * Ends an active delegation (and every delegation made from it) with
+   * end_reason manual_revocation; the caller's reason becomes its end_detail.
+   */
   async revoke(principal: Principal, input: RevokeInput): Promise<Delegation> {
     const { store, log } = this.deps;
     const id = v.delegationId("delegation_id", input.delegationId);
-    const reason = v.reason("reason", input.reason || EndReason.manualRevocation);
+    const reason = input.reason === "" ? "" : v.reason("reason", input.reason);
     const requestId = v.requestId("request_id", input.requestId);
     const d = await store.get(id);
     if (!d || !canAct(principal, d, "manage")) throw delegationNotFound(id);
@@ -62,7 +74,9 @@ export class EndDelegation {
     const [ended] = await store.end({
       target: { ids: [id] },
       ending: "revoke",
-      reason,
+      reason: EndReason.manualRevocation,
+      detail: reason,
+      actor: actorOf(principal),
       now: this.clock(),
       ...(claim ? { completeIdempotency: { ...claim, response: (x: Delegation) => JSON.stringify(x) } } : {}),
     });
@@ -71,29 +85,52 @@ export class EndDelegation {
       const now = await store.get(id);
       throw notActive(id, now?.state ?? d.state);
     }
-    log.info({ delegationId: id, reason, by: principal.did || "anonymous" }, "delegation revoked");
+    log.info({ delegationId: id, detail: reason, by: actorOf(principal) }, "delegation revoked");
     return ended.delegation;
   }
 
-  /** Ends every live delegation made from `delegatorAcId` (GSAP revoked it), nested ones included; admins only. */
+  /**
+   * Ends every live delegation made from `delegatorAcId` (GSAP revoked it),
+   * nested ones included, with end_reason delegator_ac_revoked and the
+   * caller's reason as end_detail; admins only.
+   */
   async revokeDelegatorContext(principal: Principal, input: { delegatorAcId: string; reason: string }): Promise<string[]> {
     if (!principal.admin) {
       throw new BrokerError("PERMISSION_DENIED", "ADMIN_ONLY", "RevokeDelegatorContext is reserved to the GSAP broker");
     }
     const acId = v.identifier("delegator_ac_id", input.delegatorAcId, { required: true });
-    const reason = v.reason("reason", input.reason || EndReason.delegatorAcRevoked);
-    const ids = await this.endAll({ delegatorAcId: acId }, reason);
+    const detail = input.reason === "" ? "" : v.reason("reason", input.reason);
+    const ids = await this.endContext(acId, { reason: EndReason.delegatorAcRevoked, detail, actor: actorOf(principal) });
     this.deps.log.info({ delegatorAcId: acId, revoked: ids.length }, "delegator context revoked");
     return ids;
   }
 
-  /** Ends every live delegation made from a context, a batch per transaction; the ids, cascades included. */
-  private async endAll(target: { delegatorAcId: string }, reason: string): Promise<string[]> {
-    const ids: string[] = [];
+  /**
+   * Ends every live delegation made from a context (or only those of `ids`),
+   * a batch per transaction; returns the ids ended, cascades included.
+   */
+  async endContext(acId: string, how: { reason: string; detail?: string; actor: string; ids?: readonly string[] }): Promise<string[]> {
+    const out: string[] = [];
+    const end = (target: EndTarget) =>
+      this.deps.store.end({
+        target,
+        ending: "revoke",
+        reason: how.reason,
+        ...(how.detail ? { detail: how.detail } : {}),
+        actor: how.actor,
+        now: this.clock(),
+        limit: END_BATCH,
+      });
+    if (how.ids) {
+      for (let i = 0; i < how.ids.length; i += END_BATCH) {
+        for (const e of await end({ ids: how.ids.slice(i, i + END_BATCH) })) out.push(e.delegation.id);
+      }
+      return out;
+    }
     for (;;) {
-      const ended = await this.deps.store.end({ target, ending: "revoke", reason, now: this.clock(), limit: END_BATCH });
-      for (const e of ended) ids.push(e.delegation.id);
-      if (ended.filter((e) => !e.cascaded).length < END_BATCH) return ids;
+      const ended = await end({ delegatorAcId: acId });
+      for (const e of ended) out.push(e.delegation.id);
+      if (ended.filter((e) => !e.cascaded).length < END_BATCH) return out;
     }
   }
 

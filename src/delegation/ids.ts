@@ -24,3 +24,8 @@ export function ulid(now: number = Date.now()): string {
 export function newDelegationId(now?: number): string {
   return `del_${ulid(now)}`;
 }
+
+/** A new ceremony id, e.g. `cer_01JD3…`. */
+export function newCeremonyId(now?: number): string {
+  return `cer_${ulid(now)}`;
+}

@@ -58,6 +58,7 @@ export class Maintenance {
       const d = ref.delegationId ? await store.get(ref.delegationId) : null;
       if (d && d.state === "ACTIVE") continue;
       if (d && d.state === "REQUESTED" && d.createTime >= inflightSince) continue; // being created now
+      if (d && d.state === "REQUESTED" && (await store.getApproval(d.id))) continue; // waiting for GSAP's approval
       if (d && d.endTime !== null && (d.endTime >= endedSince || (await store.effectOwed("idp_delete", d.id)))) continue;
       try {
         await registrar.deleteAgent(ref);

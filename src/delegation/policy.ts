@@ -25,6 +25,8 @@ export interface RequestedScope {
   prohibitedCommands?: string[];
   ttlMs?: number;
   maxCommands?: number;
+  /** No command needs a ceremony (ceremonyRequiredFor must then be empty). */
+  noCeremonies?: boolean;
 }
 
 /** The scope the delegation gets after defaults, caps and narrowing. */
@@ -45,6 +47,12 @@ export interface DelegatorAuthority {
   expireTime: number | null;
   /** 0 for a human's own context; n for a context delegated n times. */
   depth: number;
+  /**
+   * A delegation made from a delegated context: the parent's rules, which
+   * the child keeps (on top of its own), and the commands the parent has
+   * left, which cap the child's budget.
+   */
+  parent?: { ceremonyRequiredFor: string[]; prohibitedCommands: string[]; commandsRemaining: number };
 }
 
 export const MAX_RULES = 64;
@@ -144,20 +152,58 @@ export function resolveScope(
     ttlMs = Math.min(ttlMs, left);
   }
 
-  const maxCommands = requested.maxCommands ?? settings.defaultMaxCommands;
+  let maxCommands = requested.maxCommands ?? settings.defaultMaxCommands;
   if (!Number.isInteger(maxCommands) || maxCommands < 1 || maxCommands > settings.maxCommandsCap) {
     throw invalidArgument("scope.max_commands", `must be between 1 and ${settings.maxCommandsCap}`);
   }
 
   const ceremony = ruleList("scope.ceremony_required_for", requested.ceremonyRequiredFor);
   const prohibited = ruleList("scope.prohibited_commands", requested.prohibitedCommands);
+  if (requested.noCeremonies && ceremony && ceremony.length > 0) {
+    throw invalidArgument("scope.no_ceremonies", "cannot be set together with scope.ceremony_required_for");
+  }
+  let ceremonyRequiredFor = requested.noCeremonies ? [] : ceremony && ceremony.length > 0 ? ceremony : [...settings.defaultCeremonyRequiredFor];
+  let prohibitedCommands = prohibited ?? [];
+  const parent = delegator.parent;
+  if (parent) {
+    // A child never loosens its parent: it keeps the parent's rules and has at most the commands the parent has left.
+    if (requested.noCeremonies && parent.ceremonyRequiredFor.length > 0) {
+      throw new BrokerError(
+        "PERMISSION_DENIED",
+        "CEREMONIES_REQUIRED_BY_PARENT",
+        "scope.no_ceremonies: the delegation this one is made from requires ceremonies, and a delegation made from it keeps them",
+        { field: "scope.no_ceremonies" },
+      );
+    }
+    ceremonyRequiredFor = union(parent.ceremonyRequiredFor, ceremonyRequiredFor);
+    prohibitedCommands = union(parent.prohibitedCommands, prohibitedCommands);
+    if (requested.maxCommands !== undefined && requested.maxCommands > parent.commandsRemaining) {
+      throw new BrokerError(
+        "PERMISSION_DENIED",
+        "BUDGET_ABOVE_PARENT",
+        `scope.max_commands ${requested.maxCommands} is above the ${parent.commandsRemaining} commands the parent delegation has left`,
+        { field: "scope.max_commands" },
+      );
+    }
+    maxCommands = Math.min(maxCommands, parent.commandsRemaining);
+    if (maxCommands < 1) {
+      throw new BrokerError("FAILED_PRECONDITION", "PARENT_BUDGET_SPENT", "the parent delegation has no commands left to delegate");
+    }
+  }
   return {
     capabilityCeiling,
     inheritCorpus: requested.inheritCorpus ?? true,
     inheritContexts: requested.inheritContexts ?? true,
-    ceremonyRequiredFor: ceremony && ceremony.length > 0 ? ceremony : [...settings.defaultCeremonyRequiredFor],
-    prohibitedCommands: prohibited ?? [],
+    ceremonyRequiredFor,
+    prohibitedCommands,
     ttlMs,
     maxCommands,
   };
+}
+
+/** The entries of `a`, then those of `b` that are not the same rule (same words) as one of them. */
+function union(a: readonly string[], b: readonly string[]): string[] {
+  const key = (e: string) => words(e).join(" ");
+  const seen = new Set(a.map(key));
+  return [...a, ...b.filter((e) => !seen.has(key(e)))];
 }

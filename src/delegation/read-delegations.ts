@@ -79,7 +79,7 @@ function decodePageToken(token: string, filter: PageFilter): string {
     throw invalidArgument("page_token", "is not a token this service issued");
   }
   const p = parsed as { v?: unknown; a?: unknown; s?: unknown; d?: unknown };
-  if (p === null || typeof p !== "object" || p.v !== 1 || typeof p.a !== "string" || !/^del_[0-9A-Z]{26}$/.test(p.a)) {
+  if (p === null || typeof p !== "object" || p.v !== 1 || typeof p.a !== "string" || !v.isDelegationId(p.a)) {
     throw invalidArgument("page_token", "is not a token this service issued");
   }
   if (p.s !== filter.s || p.d !== filter.d) {

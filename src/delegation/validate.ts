@@ -7,7 +7,9 @@ import { invalidArgument } from "../domain/index.js";
 // Printable ASCII without quotes, backslash or whitespace: safe in logs, URLs and IdP attributes.
 const IDENT = /^[A-Za-z0-9][A-Za-z0-9._:@\/+=-]*$/;
 const AGENT_TYPE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const DELEGATION_ID = /^del_[0-9A-Z]{26}$/;
+// del_ + ULID as this broker issues them, or del- + 8 hex digits as the Python prototype did
+// (imported by migrate-prototype, so they stay addressable).
+const DELEGATION_ID = /^(?:del_[0-9A-Z]{26}|del-[0-9a-f]{8})$/;
 // did:method:method-specific-id (W3C DID core syntax, ASCII subset).
 const DID = /^did:[a-z0-9]+:[A-Za-z0-9._:%\/-]+$/;
 // C0, DEL and C1 (U+0080-U+009F, e.g. NEL, CSI): any of them can forge log lines or drive terminals.
@@ -54,10 +56,27 @@ export function requestId(field: string, value: string): string {
   return value;
 }
 
-/** A delegation id as the broker issues them (del_ + 26 characters). */
+/** True for a delegation id this broker issues, or one imported from the prototype. */
+export function isDelegationId(value: string): boolean {
+  return DELEGATION_ID.test(value);
+}
+
+/** A delegation id as the broker issues them (del_ + 26 characters), or an imported prototype id. */
 export function delegationId(field: string, value: string): string {
   if (value === "") throw invalidArgument(field, "is required");
   if (!DELEGATION_ID.test(value)) throw invalidArgument(field, "is not a delegation id (del_ followed by 26 characters)");
+  return value;
+}
+
+const CEREMONY_ID = /^cer_[0-9A-Z]{26}$/;
+
+/** A ceremony id: cer_ and a ULID. */
+export function ceremonyId(field: string, value: string, opts: { required?: boolean } = {}): string {
+  if (value === "") {
+    if (opts.required) throw invalidArgument(field, "is required");
+    return "";
+  }
+  if (!CEREMONY_ID.test(value)) throw invalidArgument(field, "is not a ceremony id (cer_ followed by 26 characters)");
   return value;
 }
 

@@ -34,7 +34,17 @@ export interface Delegation {
   updateTime: number;
   expireTime: number;
   endTime: number | null;
+  /** A machine code (EndReason); "" while live. */
   endReason: string;
+  /** The words of whoever ended it (a revoking caller's reason); "" when none. */
+  endDetail: string;
+  /**
+   * The access context GSAP issued to the human at the root of the chain
+   * (the delegator's own context for a delegation made by a human; the
+   * root's for one made from a delegated context). Its live state at GSAP
+   * governs the whole chain.
+   */
+  rootAcId: string;
   chronicleCid: string;
 }
 
@@ -56,7 +66,17 @@ export interface DelegationEvent {
   type: EventType;
   delegation: Delegation;
   eventTime: number;
+  /** A machine code: the end reason of an ending, the state change of a ceremony. */
   reason: string;
+  /**
+   * Who caused it: a DID, or `client:<id>` for a service principal without
+   * one; "" for the broker itself (expiry, limits, its own checks).
+   */
+  actor: string;
+  /** A ceremony event's ceremony, after the change. */
+  ceremony?: Ceremony;
+  /** A COMMAND_DECIDED event's decision. */
+  decision?: DecisionRecord;
   /**
    * Content id of its audit record, stored with CREATED events (the
    * delegation names it); empty for others, whose id the audit sink computes
@@ -76,12 +96,15 @@ export interface AgentPrincipal {
 export interface CreateResult {
   delegation: Delegation;
   agentPrincipal: AgentPrincipal;
-  delegatedAc: DelegatedContext;
+  /** Null while GSAP's approval is pending. */
+  delegatedAc: DelegatedContext | null;
   agentCredential: { clientId: string; clientSecret: string };
   /** This answers a retry of a request_id: the first answer, replayed. */
   replayed: boolean;
   /** The secret was rotated for this replay: every earlier one stopped working. */
   credentialRotated: boolean;
+  /** GSAP's approval flow is still deciding: the delegation is REQUESTED, without a credential yet. */
+  approvalPending: boolean;
 }
 
 export type CommandDecision = "ALLOW" | "DENY" | "CEREMONY_REQUIRED";
@@ -91,6 +114,43 @@ export interface AuthorizeResult {
   reason: string;
   commandsRemaining: number;
   matchedRule: string;
+  /** CEREMONY_REQUIRED: the ceremony to approve; ALLOW of an approved command: the approval used. */
+  ceremonyId: string;
+}
+
+export type CeremonyState = "PENDING" | "APPROVED" | "DENIED" | "EXPIRED" | "USED";
+
+/** A human's approval of one command of one delegation. */
+export interface Ceremony {
+  id: string;
+  delegationId: string;
+  state: CeremonyState;
+  /** The command line the agent asked to run. */
+  command: string;
+  /** SHA-256 (hex) of the command: what an approval is bound to and the audit log records. */
+  commandHash: string;
+  /** The ceremony entry it matched. */
+  matchedRule: string;
+  requestTime: number;
+  /** It must be approved, and the approval used, before this. */
+  expireTime: number;
+  /** Who approved or denied it (DID or client:<id>); "" until then. */
+  decidedBy: string;
+  decideTime: number | null;
+  /** The approver's words, or why it expired. */
+  reason: string;
+  useTime: number | null;
+}
+
+/** One AuthorizeCommand decision, as the audit log records it. */
+export interface DecisionRecord {
+  decision: CommandDecision;
+  reason: string;
+  matchedRule: string;
+  commandHash: string;
+  /** Only with AUDIT_COMMANDS_IN_CLEAR. */
+  command?: string;
+  ceremonyId?: string;
 }
 
 /** The caller, as established by authentication. */
@@ -105,6 +165,17 @@ export interface Principal {
    * it equalling its delegation's agent_client_id. Empty when unknown.
    */
   clientId?: string;
+}
+
+/**
+ * How a principal is named as the actor of an event: its DID, else
+ * `client:<id>` (a service principal or an agent), else `admin` (the dev
+ * operator) or "" (nobody known).
+ */
+export function actorOf(p: Principal): string {
+  if (p.did !== "") return p.did;
+  if (p.clientId) return `client:${p.clientId}`;
+  return p.admin ? "admin" : "";
 }
 
 /**

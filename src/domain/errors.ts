@@ -63,6 +63,10 @@ export function delegationNotFound(id: string): BrokerError {
   });
 }
 
+export function ceremonyNotFound(id: string): BrokerError {
+  return new BrokerError("NOT_FOUND", "CEREMONY_NOT_FOUND", `ceremony ${id} not found`, { metadata: { ceremony_id: id } });
+}
+
 /**
  * How an external system failed:
  * - `timeout`: no answer in time (the request may or may not have been processed);

@@ -11,7 +11,30 @@
 
 export type DelegationState = "REQUESTED" | "ACTIVE" | "EXPIRED" | "REVOKED" | "FAILED";
 
-export type EventType = "CREATED" | "REVOKED" | "EXPIRED" | "FAILED" | "COMMAND_LIMIT_REACHED";
+/** Events of the delegation's own lifecycle: its creation and its ending. */
+export type LifecycleEventType = "CREATED" | "REVOKED" | "EXPIRED" | "FAILED" | "COMMAND_LIMIT_REACHED";
+
+/** Events of a ceremony (human approval of one command) of the delegation. */
+export type CeremonyEventType = "CEREMONY_REQUESTED" | "CEREMONY_APPROVED" | "CEREMONY_DENIED" | "CEREMONY_EXPIRED" | "CEREMONY_USED";
+
+/**
+ * Every kind of event in the log. COMMAND_DECIDED (an AuthorizeCommand
+ * decision, recorded as AUDIT_COMMANDS asks) goes to the audit log only, not
+ * to Watch streams.
+ */
+export type EventType = LifecycleEventType | CeremonyEventType | "COMMAND_DECIDED";
+
+export const ENDING_EVENT_TYPES: readonly EventType[] = ["REVOKED", "EXPIRED", "FAILED", "COMMAND_LIMIT_REACHED"];
+
+/** Whether an event of this type ends its delegation (and so has consequences). */
+export function isEndingEvent(type: EventType): boolean {
+  return type === "REVOKED" || type === "EXPIRED" || type === "FAILED" || type === "COMMAND_LIMIT_REACHED";
+}
+
+/** Whether Watch streams carry events of this type. */
+export function isWatchedEvent(type: EventType): boolean {
+  return type !== "COMMAND_DECIDED";
+}
 
 export interface Transition {
   /** The transition happens only from one of these states. */
@@ -56,18 +79,33 @@ export function allows(name: TransitionName, state: DelegationState): boolean {
   return (TRANSITIONS[name].from as readonly DelegationState[]).includes(state);
 }
 
-/** End reasons the broker itself sets; a revoking caller may give their own. */
+/**
+ * Why a delegation ended: a stable machine code. A caller's own words go to
+ * the delegation's end_detail, never here.
+ */
 export const EndReason = {
+  /** RevokeDelegation. */
   manualRevocation: "manual_revocation",
   ttlElapsed: "ttl_elapsed",
   commandLimit: "command_limit",
+  /** RevokeDelegatorContext, or GSAP saying the delegator's context is no longer active. */
   delegatorAcRevoked: "delegator_ac_revoked",
+  /** GSAP lowered the delegator's ceiling below the delegation's. */
+  delegatorCeilingLowered: "delegator_ceiling_lowered",
   parentEnded: "parent_delegation_ended",
   creationFailed: "creation_failed",
   creationInterrupted: "creation_interrupted",
+  /** GSAP's approval flow denied the delegated context. */
+  gsapDenied: "gsap_approval_denied",
+  /** GSAP's approval flow did not answer within GSAP_APPROVAL_TIMEOUT_SECONDS. */
+  gsapApprovalTimeout: "gsap_approval_timeout",
   callerGone: "caller_gone",
   auditUnavailable: "audit_unavailable",
+  /** Imported from the prototype with no identity left in the IdP. */
+  identityMissing: "identity_missing",
 } as const;
+
+export type EndReasonCode = (typeof EndReason)[keyof typeof EndReason];
 
 /**
  * The consequences of an ending, outside the broker, derived from its event

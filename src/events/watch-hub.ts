@@ -20,7 +20,7 @@
  * transport's buffer is full and queueing meanwhile, within the same buffer
  * limit; the generator then only waits for the stream to end.
  */
-import { BrokerError, type DelegationEvent } from "../domain/index.js";
+import { BrokerError, type DelegationEvent, isWatchedEvent } from "../domain/index.js";
 import type { Logger } from "../logging.js";
 import type { EventFilter, EventLog } from "../store/store.js";
 import type { LogFollower } from "./log-follower.js";
@@ -301,6 +301,8 @@ export class WatchHub {
       this.deliveries.push(s, item);
     };
     for (const event of events) {
+      // Decisions go to the audit log only.
+      if (!isWatchedEvent(event.type)) continue;
       if (event.eventTime > this.fanningTime) this.fanningTime = event.eventTime;
       const item: EventItem = { kind: "event", revision: event.revision, event };
       const d = event.delegation;
@@ -383,6 +385,7 @@ export class WatchHub {
         for (const e of events) {
           if (e.revision > caughtUpTo) break replay;
           last = e.revision;
+          if (!isWatchedEvent(e.type)) continue;
           yield map({ kind: "event", revision: e.revision, event: e });
           if (signal.aborted) return;
         }

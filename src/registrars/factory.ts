@@ -1,30 +1,25 @@
 /**
- * Chooses the registrar from settings, as the prototype did: `auto` picks
- * Entra if it is configured, then Keycloak, then the stub. A driver asked for
- * by name must be configured (loadSettings checks), never silently replaced
- * by the stub.
+ * Builds the registrar settings select. loadSettings has resolved `auto`
+ * (Keycloak or Entra when their settings are present, the stub when none
+ * are) and refused a partial configuration, so the choice here is concrete.
  */
 import { httpOptionsFrom } from "../clients/http/http-client.js";
-import type { Settings } from "../config/settings.js";
+import type { RegistrarDriver, Settings } from "../config/settings.js";
 import type { Logger } from "../logging.js";
 import { createEntraRegistrar } from "./entra/entra-registrar.js";
 import { createKeycloakRegistrar } from "./keycloak/keycloak-registrar.js";
 import type { AgentRegistrar } from "./registrar.js";
 import { createStubRegistrar } from "./stub/stub-registrar.js";
 
-/** Which driver `settings` select, after resolving `auto`. */
-export function registrarDriver(settings: Settings): "keycloak" | "entra" | "stub" {
-  if (settings.registrar !== "auto") return settings.registrar;
-  const { entra, keycloak } = settings;
-  if (entra.tenantId !== "" && entra.clientId !== "" && entra.clientSecret !== "") return "entra";
-  if (keycloak.adminClientSecret !== "") return "keycloak";
-  return "stub";
+/** Which driver `settings` select (loadSettings resolved `auto`). */
+export function registrarDriver(settings: Settings): RegistrarDriver {
+  return settings.registrar;
 }
 
 /** Builds the registrar the settings select. */
 export function createRegistrar(settings: Settings, log: Logger): AgentRegistrar {
   const httpOptions = httpOptionsFrom(settings.http);
-  switch (registrarDriver(settings)) {
+  switch (settings.registrar) {
     case "stub":
       return createStubRegistrar();
     case "keycloak":

@@ -1,4 +1,8 @@
-/** Chooses the authenticator from AUTH_MODE. */
+/**
+ * Builds the authenticator AUTH_MODE selects. loadSettings has resolved
+ * `auto` (jwt when an AUTH_JWT_* or AUTH_JWKS_URL setting is present, mtls
+ * when an AUTH_TLS_* file is, dev otherwise).
+ */
 import type { Settings } from "../config/settings.js";
 import { createJwtAuthenticator } from "./jwt-authenticator.js";
 import { createMtlsAuthenticator } from "./mtls-authenticator.js";

@@ -5,6 +5,9 @@ import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
   type AuthorizeCommandResponse,
   AuthorizeCommandResponseSchema,
+  type Ceremony as CeremonyMessage,
+  CeremonySchema,
+  CeremonyState as CeremonyStateEnum,
   CommandDecision,
   type CreateDelegationResponse,
   CreateDelegationResponseSchema,
@@ -21,6 +24,8 @@ import {
 import { invalidArgument } from "../domain/index.js";
 import type {
   AuthorizeResult,
+  Ceremony,
+  CeremonyState,
   CreateResult,
   DelegatedContext,
   Delegation,
@@ -45,7 +50,47 @@ const EVENT_TO_ENUM: Record<EventType, DelegationEventType> = {
   EXPIRED: DelegationEventType.EXPIRED,
   FAILED: DelegationEventType.FAILED,
   COMMAND_LIMIT_REACHED: DelegationEventType.COMMAND_LIMIT_REACHED,
+  CEREMONY_REQUESTED: DelegationEventType.CEREMONY_REQUESTED,
+  CEREMONY_APPROVED: DelegationEventType.CEREMONY_APPROVED,
+  CEREMONY_DENIED: DelegationEventType.CEREMONY_DENIED,
+  CEREMONY_EXPIRED: DelegationEventType.CEREMONY_EXPIRED,
+  CEREMONY_USED: DelegationEventType.CEREMONY_USED,
+  // Not on Watch streams (the hub leaves them out).
+  COMMAND_DECIDED: DelegationEventType.UNSPECIFIED,
 };
+
+const CEREMONY_STATE_TO_ENUM: Record<CeremonyState, CeremonyStateEnum> = {
+  PENDING: CeremonyStateEnum.PENDING,
+  APPROVED: CeremonyStateEnum.APPROVED,
+  DENIED: CeremonyStateEnum.DENIED,
+  EXPIRED: CeremonyStateEnum.EXPIRED,
+  USED: CeremonyStateEnum.USED,
+};
+
+/** The state filter of ListCeremonies; UNSPECIFIED means the default. */
+export function ceremonyStateFromEnum(value: CeremonyStateEnum): CeremonyState | undefined {
+  if (value === CeremonyStateEnum.UNSPECIFIED) return undefined;
+  const found = (Object.entries(CEREMONY_STATE_TO_ENUM) as [CeremonyState, CeremonyStateEnum][]).find(([, v]) => v === value);
+  if (!found) throw invalidArgument("state", `unknown ceremony state ${value as number}`);
+  return found[0];
+}
+
+export function ceremonyToMessage(c: Ceremony): CeremonyMessage {
+  return create(CeremonySchema, {
+    ceremonyId: c.id,
+    delegationId: c.delegationId,
+    state: CEREMONY_STATE_TO_ENUM[c.state],
+    command: c.command,
+    commandSha256: c.commandHash,
+    matchedRule: c.matchedRule,
+    requestTime: ts(c.requestTime),
+    expireTime: ts(c.expireTime),
+    decidedBy: c.decidedBy,
+    decideTime: ts(c.decideTime),
+    reason: c.reason,
+    useTime: ts(c.useTime),
+  });
+}
 
 const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefined : timestampFromMs(ms));
 
@@ -88,6 +133,7 @@ export function scopeFromMessage(scope: DelegationScope | undefined): RequestedS
   if (scope.prohibitedCommands.length > 0) out.prohibitedCommands = scope.prohibitedCommands;
   if (scope.ttl) out.ttlMs = durationMs(scope.ttl, "scope.ttl");
   if (scope.maxCommands !== undefined) out.maxCommands = scope.maxCommands;
+  if (scope.noCeremonies) out.noCeremonies = true;
   return out;
 }
 
@@ -115,6 +161,7 @@ export function delegationToMessage(d: Delegation, now: number = Date.now()): De
     expireTime: ts(d.expireTime),
     endTime: ts(d.endTime),
     endReason: d.endReason,
+    endDetail: d.endDetail,
     chronicleCid: d.chronicleCid,
     timeRemaining: durationFromMs(live ? Math.max(0, d.expireTime - now) : 0),
     inheritCorpus: d.inheritCorpus,
@@ -140,10 +187,11 @@ export function createResultToMessage(r: CreateResult): CreateDelegationResponse
   return create(CreateDelegationResponseSchema, {
     delegation: delegationToMessage(r.delegation),
     agentPrincipal: r.agentPrincipal,
-    delegatedAc: delegatedAcToMessage(r.delegatedAc),
+    ...(r.delegatedAc ? { delegatedAc: delegatedAcToMessage(r.delegatedAc) } : {}),
     agentCredential: r.agentCredential,
     replayed: r.replayed,
     credentialRotated: r.credentialRotated,
+    approvalPending: r.approvalPending,
   });
 }
 
@@ -159,6 +207,7 @@ export function authorizeResultToMessage(r: AuthorizeResult): AuthorizeCommandRe
     reason: r.reason,
     commandsRemaining: r.commandsRemaining,
     matchedRule: r.matchedRule,
+    ceremonyId: r.ceremonyId,
   });
 }
 
@@ -189,6 +238,8 @@ function eventItemToMessage(item: Extract<WatchItem, { kind: "event" }>): WatchD
         delegation: delegationToMessage(e.delegation, e.eventTime),
         eventTime: timestampFromMs(e.eventTime),
         reason: e.reason,
+        actor: e.actor,
+        ...(e.ceremony ? { ceremony: ceremonyToMessage(e.ceremony) } : {}),
       },
     },
   });

@@ -4,19 +4,29 @@
  * intercepted ServiceImpl. Cleartext by default; with `tls` (AUTH_MODE=mtls)
  * both speak TLS, drop at the TLS layer a client without a verified
  * certificate from the client CA, and pass the peer to the authenticator
- * (through peerKey; the gRPC side in grpc-adapter.ts).
+ * (through peerKey; the gRPC side in grpc-adapter.ts). Both refuse a
+ * request carrying a field the broker does not know (unknown-fields.ts).
  */
 import { setMaxListeners } from "node:events";
 import * as http from "node:http";
 import * as https from "node:https";
 import type { AddressInfo } from "node:net";
 import { TLSSocket } from "node:tls";
-import { type ContextValues, type ServiceImpl, cors as connectCors, createContextValues } from "@connectrpc/connect";
+import type { DescMethod } from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type ServiceImpl,
+  cors as connectCors,
+  createContextValues,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { DelegationService } from "../gen/llmbroker/v1/delegation_service_pb.js";
 import { addConnectService } from "./grpc-adapter.js";
 import { DEV_DID_HEADER, peerKey } from "./principal.js";
+import { refuseUnknownFields, strictJsonOptions } from "./unknown-fields.js";
 
 /** PEM text of the server's certificate chain and key, and of the CA that issues client certificates. */
 export interface TlsOptions {
@@ -89,6 +99,17 @@ function peerOf(req: { socket: unknown }): ContextValues {
   return values;
 }
 
+type AnyMethodImpl = (req: never, ctx: never) => unknown;
+
+/** The implementation of `method`; UNIMPLEMENTED when `impl` lacks it, as Connect's router.service() answers. */
+function methodImpl(impl: ServiceImpl<typeof DelegationService>, method: DescMethod): AnyMethodImpl {
+  const fn = (impl as unknown as Record<string, AnyMethodImpl | undefined>)[method.localName];
+  if (fn) return fn.bind(impl);
+  return () => {
+    throw new ConnectError(`${method.parent.typeName}.${method.name} is not implemented`, Code.Unimplemented);
+  };
+}
+
 /** Starts both listeners; port 0 picks a free port (reported in the result). */
 export async function startServer(impl: ServiceImpl<typeof DelegationService>, options: ServerOptions): Promise<RunningServer> {
   const shutdown = new AbortController();
@@ -117,7 +138,17 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
   );
 
   const connect = connectNodeAdapter({
-    routes: (router) => router.service(DelegationService, impl),
+    // One route per method, each parsing its request's JSON strictly and naming an unknown field.
+    routes: (router) => {
+      for (const method of DelegationService.methods) {
+        // (MethodImpl of a method not known statically is `never`.)
+        router.rpc(method, methodImpl(impl, method) as never, { jsonOptions: strictJsonOptions(method.input) });
+      }
+    },
+    // Unknown fields are refused, never ignored (Connect ignores unknown JSON keys by default):
+    // binary ones by the interceptor, JSON ones by the parser (see unknown-fields.ts).
+    interceptors: [refuseUnknownFields],
+    jsonOptions: { ignoreUnknownFields: false },
     readMaxBytes: maxBytes,
     shutdownSignal: shutdown.signal,
     ...(tls ? { contextValues: peerOf } : {}),

@@ -12,6 +12,8 @@ import { BrokerError } from "../domain/index.js";
 import * as v from "../delegation/validate.js";
 import {
   authorizeResultToMessage,
+  ceremonyStateFromEnum,
+  ceremonyToMessage,
   createResultToMessage,
   delegationToMessage,
   scopeFromMessage,
@@ -42,6 +44,7 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
           requestId: req.requestId,
         },
         ctx.signal,
+        ctx.timeoutMs(),
       );
       return createResultToMessage(result);
     },
@@ -97,8 +100,30 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
     },
 
     async authorizeCommand(req, ctx) {
-      const r = await useCases.authorize.run(principalOf(ctx), { delegationId: req.delegationId, command: req.command });
+      const r = await useCases.authorize.run(principalOf(ctx), { delegationId: req.delegationId, command: req.command, ceremonyId: req.ceremonyId });
       return authorizeResultToMessage(r);
+    },
+
+    async approveCeremony(req, ctx) {
+      return { ceremony: ceremonyToMessage(await useCases.ceremonies.approve(principalOf(ctx), { ceremonyId: req.ceremonyId, reason: req.reason })) };
+    },
+
+    async denyCeremony(req, ctx) {
+      return { ceremony: ceremonyToMessage(await useCases.ceremonies.deny(principalOf(ctx), { ceremonyId: req.ceremonyId, reason: req.reason })) };
+    },
+
+    async getCeremony(req, ctx) {
+      return { ceremony: ceremonyToMessage(await useCases.ceremonies.get(principalOf(ctx), req.ceremonyId)) };
+    },
+
+    async listCeremonies(req, ctx) {
+      const page = await useCases.ceremonies.list(principalOf(ctx), {
+        delegationId: req.delegationId,
+        state: ceremonyStateFromEnum(req.state),
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+      });
+      return { ceremonies: page.items.map(ceremonyToMessage), nextPageToken: page.nextPageToken };
     },
   };
 }

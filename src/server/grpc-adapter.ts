@@ -4,13 +4,14 @@
  * machine (see DESIGN.md), so the gRPC port uses it while browsers get
  * Connect and gRPC-Web from connect-node, from the same implementation.
  */
-import { type DescMessage, type DescMethod, type DescService, create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { type DescMessage, type DescMethod, type DescService, type Message, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextKey, type ContextValues, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Http2Stream } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { connectionKey, peerKey } from "./principal.js";
 import { streamWriterKey } from "./stream-writer.js";
+import { findUnknownField, unknownFieldError } from "./unknown-fields.js";
 
 type SurfaceCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 type Handler = (req: unknown, ctx: HandlerContext) => unknown;
@@ -48,13 +49,17 @@ class Undecodable {
   constructor(readonly error: ConnectError) {}
 }
 
+/** The request in `bytes`, or why it is refused: it does not decode, or it carries a field the broker does not know. */
 function decodeRequest(schema: DescMessage, bytes: Buffer): unknown {
+  let message: Message;
   try {
-    return fromBinary(schema, bytes);
+    message = fromBinary(schema, bytes);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     return new Undecodable(new ConnectError(`parse binary: ${reason}`.slice(0, 256), Code.InvalidArgument));
   }
+  const unknown = findUnknownField(schema, message);
+  return unknown ? new Undecodable(unknownFieldError(unknown)) : message;
 }
 
 function timeoutOf(call: SurfaceCall): number | undefined {

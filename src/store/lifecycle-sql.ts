@@ -10,6 +10,8 @@
  * it last means no transaction waits for a delegation row while holding it.
  */
 import {
+  type Ceremony,
+  type DecisionRecord,
   type Delegation,
   type DelegationEvent,
   type DelegationState,
@@ -18,14 +20,18 @@ import {
   FINAL_STATES,
   LIVE_STATES,
   TRANSITIONS,
+  isEndingEvent,
 } from "../domain/index.js";
 import {
+  type CeremonyRow,
   DELEGATION_COLUMNS,
   type DelegationRow,
   EFFECT_COLUMNS,
   EVENT_COLUMNS,
+  ceremonyFromRow,
   delegationFromRow,
   delegationValues,
+  eventDetailJson,
   toNumber,
 } from "./rows.js";
 import { type SqlConn, forUpdate, inList, insertRows, listParam, literalList } from "./sql.js";
@@ -33,6 +39,7 @@ import type {
   ActivateSpec,
   ClaimResult,
   CompleteIdempotency,
+  CountOptions,
   CountResult,
   EndSpec,
   Ended,
@@ -46,11 +53,15 @@ import type {
 export type ContentId = (event: DelegationEvent) => string;
 
 /** What a change appends: one event per delegation. */
-interface Change {
+export interface Change {
   delegation: Delegation;
   type: EventType;
   reason: string;
+  /** Who caused it; "" for the broker. */
+  actor: string;
   cascaded: boolean;
+  ceremony?: Ceremony;
+  decision?: DecisionRecord;
 }
 
 /** The live states as SQL literals, matching the partial index on delegator_ac_id. */
@@ -110,7 +121,7 @@ async function completeKey(conn: SqlConn, key: CompleteIdempotency, d: Delegatio
   await conn.run(`UPDATE "idempotency_keys" SET "response" = $4, "response_time" = $5 WHERE ${KEY_WHERE}`, [
     ...keyParams(key),
     key.response(d),
-    d.updateTime,
+    key.handOutByRetry ? null : d.updateTime,
   ]);
 }
 
@@ -142,7 +153,7 @@ export class LifecycleSql {
    * ending are derived from its event by the workers that follow the log.)
    * Returns the revisions, in the order of `changes`.
    */
-  private async append(tx: SqlConn, changes: readonly Change[], now: number): Promise<bigint[]> {
+  async append(tx: SqlConn, changes: readonly Change[], now: number): Promise<bigint[]> {
     if (changes.length === 0) return [];
     const [meta] = await tx.all<{ value: number | string }>(
       `UPDATE "broker_meta" SET "value" = "value" + $1 WHERE "key" = 'revision' RETURNING "value"`,
@@ -160,11 +171,12 @@ export class LifecycleSql {
       // The delegation names its CREATED record, so that id is computed now. Any other
       // record's id is a pure function of the stored event: the sink computes it at delivery.
       if (this.contentId && c.type === "CREATED") {
-        cid = this.contentId({ revision, type: c.type, delegation: d, eventTime: now, reason: c.reason, chronicleCid: "" });
+        cid = this.contentId({ revision, type: c.type, delegation: d, eventTime: now, reason: c.reason, actor: c.actor, chronicleCid: "" });
         await tx.run(`UPDATE "delegations" SET "chronicle_cid" = $1 WHERE "id" = $2`, [cid, d.id]);
         d.chronicleCid = cid;
       }
-      events.push([revision, d.id, d.delegatorDid, c.type, now, c.reason, JSON.stringify(d), cid, ""]);
+      const detail = eventDetailJson({ ...(c.ceremony ? { ceremony: c.ceremony } : {}), ...(c.decision ? { decision: c.decision } : {}) });
+      events.push([revision, d.id, d.delegatorDid, c.type, now, c.reason, JSON.stringify(d), cid, "", c.actor, detail]);
     }
     await insertRows(tx, "delegation_events", EVENT_COLUMNS, events);
     if (this.notifyChannel && tx.dialect === "postgresql") {
@@ -196,7 +208,7 @@ export class LifecycleSql {
     );
     if (!row) return null;
     const delegation = delegationFromRow(row);
-    const [revision] = await this.append(tx, [{ delegation, type: t.event, reason: "created", cascaded: false }], spec.now);
+    const [revision] = await this.append(tx, [{ delegation, type: t.event, reason: "created", actor: delegation.delegatorDid, cascaded: false }], spec.now);
     if (spec.completeIdempotency) await completeKey(tx, spec.completeIdempotency, delegation);
     return { delegation, revision: revision! };
   }
@@ -240,12 +252,12 @@ export class LifecycleSql {
     to: DelegationState,
     reason: string,
     now: number,
-    spec: Pick<EndSpec, "patch" | "target">,
+    spec: Pick<EndSpec, "patch" | "target" | "detail">,
   ): Promise<Delegation[]> {
     if (ids.length === 0) return [];
     const patch = spec.patch ?? {};
-    const params: unknown[] = [to, now, reason, listParam(tx, ids), listParam(tx, from)];
-    const sets = [`"state" = $1`, `"update_time" = $2`, `"end_time" = $2`, `"end_reason" = $3`];
+    const params: unknown[] = [to, now, reason, listParam(tx, ids), listParam(tx, from), spec.detail ?? ""];
+    const sets = [`"state" = $1`, `"update_time" = $2`, `"end_time" = $2`, `"end_reason" = $3`, `"end_detail" = $6`];
     for (const [column, value] of [
       ["agent_client_id", patch.agentClientId],
       ["idp_object_id", patch.idpObjectId],
@@ -273,6 +285,7 @@ export class LifecycleSql {
 
   /** Every live delegation made from the delegated contexts of `parents`, ended with parent_delegation_ended, depth by depth. */
   private async cascade(tx: SqlConn, parents: readonly Delegation[], now: number): Promise<Delegation[]> {
+    // The children's end_detail stays empty: their reason says it all.
     const t = TRANSITIONS.revoke;
     const out: Delegation[] = [];
     let level = parents;
@@ -294,9 +307,10 @@ export class LifecycleSql {
     const ids = await this.targetIds(tx, spec, t.from);
     const ended = await this.endRows(tx, ids, t.from, t.to, spec.reason, spec.now, spec);
     const children = spec.cascade === false ? [] : await this.cascade(tx, ended, spec.now);
+    const actor = spec.actor ?? "";
     const changes: Change[] = [
-      ...ended.map((delegation) => ({ delegation, type: t.event, reason: spec.reason, cascaded: false })),
-      ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, cascaded: true })),
+      ...ended.map((delegation) => ({ delegation, type: t.event, reason: spec.reason, actor, cascaded: false })),
+      ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, actor, cascaded: true })),
     ];
     const revisions = await this.append(tx, changes, spec.now);
     const first = ended[0];
@@ -326,27 +340,76 @@ export class LifecycleSql {
     return true;
   }
 
-  /** The fast path of countCommand: one conditional UPDATE for every command but the last. */
-  async countFast(conn: SqlConn, id: string, now: number): Promise<{ commandsExecuted: number; maxCommands: number } | null> {
+  /**
+   * The fast path of countCommand: one conditional UPDATE for every command
+   * but the last (with strict live checks, only while the root context's last
+   * answer from GSAP is recent enough).
+   */
+  async countFast(conn: SqlConn, id: string, now: number, freshSince?: number): Promise<{ commandsExecuted: number; maxCommands: number } | null> {
     const [hit] = await conn.all<{ commands_executed: number | string; max_commands: number | string }>(
       `UPDATE "delegations"
           SET "commands_executed" = "commands_executed" + 1, "update_time" = $1
-        WHERE "id" = $2 AND "state" = 'ACTIVE' AND "expire_time" > $1 AND "commands_executed" < "max_commands" - 1
+        WHERE "id" = $2 AND "state" = 'ACTIVE' AND "expire_time" > $1 AND "commands_executed" < "max_commands" - 1${fresh(freshSince, 3)}
     RETURNING "commands_executed", "max_commands"`,
-      [now, id],
+      freshSince === undefined ? [now, id] : [now, id, freshSince],
     );
     return hit ? { commandsExecuted: toNumber(hit.commands_executed), maxCommands: toNumber(hit.max_commands) } : null;
   }
 
+  /**
+   * Counts one command inside a transaction, with what has to be written with
+   * it: the use of an approved ceremony (CEREMONY_USED) and the decision's
+   * record (COMMAND_DECIDED). A refusal writes nothing (the transaction is
+   * rolled back by the caller when this returns "refused").
+   */
+  async countIn(tx: SqlConn, id: string, now: number, options: CountOptions): Promise<CountResult> {
+    let ceremony: Ceremony | undefined;
+    if (options.ceremony) {
+      const c = options.ceremony;
+      const [row] = await tx.all<CeremonyRow>(
+        `UPDATE "ceremonies" SET "state" = 'USED', "use_time" = $1
+          WHERE "id" = $2 AND "delegation_id" = $3 AND "command_hash" = $4 AND "state" = 'APPROVED' AND "expire_time" > $1
+      RETURNING *`,
+        [now, c.id, id, c.commandHash],
+      );
+      if (!row) {
+        const [current] = await tx.all<CeremonyRow>(`SELECT * FROM "ceremonies" WHERE "id" = $1`, [c.id]);
+        return { kind: "ceremony_refused", ceremony: current ? ceremonyFromRow(current) : null };
+      }
+      ceremony = ceremonyFromRow(row);
+    }
+    const extra = (d: Delegation): Change[] => [
+      ...(ceremony ? [{ delegation: d, type: "CEREMONY_USED" as const, reason: "used", actor: options.ceremony!.actor, cascaded: false, ceremony }] : []),
+      ...(options.record ? [{ delegation: d, type: "COMMAND_DECIDED" as const, reason: options.record.decision.reason, actor: options.record.actor, cascaded: false, decision: options.record.decision }] : []),
+    ];
+    const [hit] = await tx.all<DelegationRow>(
+      `UPDATE "delegations"
+          SET "commands_executed" = "commands_executed" + 1, "update_time" = $1
+        WHERE "id" = $2 AND "state" = 'ACTIVE' AND "expire_time" > $1 AND "commands_executed" < "max_commands" - 1${fresh(options.contextFreshSince, 3)}
+    RETURNING *`,
+      options.contextFreshSince === undefined ? [now, id] : [now, id, options.contextFreshSince],
+    );
+    if (hit) {
+      const d = delegationFromRow(hit);
+      const revisions = await this.append(tx, extra(d), now);
+      return { kind: "counted", commandsExecuted: d.commandsExecuted, maxCommands: d.maxCommands, ...(ceremony ? { ceremony } : {}), revision: revisions.at(-1) };
+    }
+    const last = await this.countLast(tx, id, now, options.contextFreshSince, extra);
+    if (last.kind === "limit_reached" && ceremony) return { ...last, ceremony };
+    return last;
+  }
+
   /** The last command of the budget, or a refusal: the count, the end and its cascade are one transaction. */
-  async countLast(tx: SqlConn, id: string, now: number): Promise<CountResult> {
+  async countLast(tx: SqlConn, id: string, now: number, freshSince?: number, extra?: (d: Delegation) => Change[]): Promise<CountResult> {
     const t = TRANSITIONS.exhaust;
+    const params: unknown[] = [t.to, now, EndReason.commandLimit, id, listParam(tx, t.from)];
+    if (freshSince !== undefined) params.push(freshSince);
     const rows = await tx.all<DelegationRow>(
       `UPDATE "delegations"
           SET "commands_executed" = "max_commands", "state" = $1, "end_time" = $2, "end_reason" = $3, "update_time" = $2
-        WHERE "id" = $4 AND ${inList(tx, `"state"`, 5)} AND "expire_time" > $2 AND "commands_executed" = "max_commands" - 1
+        WHERE "id" = $4 AND ${inList(tx, `"state"`, 5)} AND "expire_time" > $2 AND "commands_executed" = "max_commands" - 1${fresh(freshSince, 6)}
     RETURNING *`,
-      [t.to, now, EndReason.commandLimit, id, listParam(tx, t.from)],
+      params,
     );
     if (rows.length === 0) {
       const [row] = await tx.all<DelegationRow>(`SELECT * FROM "delegations" WHERE "id" = $1`, [id]);
@@ -355,10 +418,18 @@ export class LifecycleSql {
     const ended = rows.map(delegationFromRow);
     const children = await this.cascade(tx, ended, now);
     const changes: Change[] = [
-      { delegation: ended[0]!, type: t.event, reason: EndReason.commandLimit, cascaded: false },
-      ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, cascaded: true })),
+      ...(extra ? extra(ended[0]!) : []),
+      { delegation: ended[0]!, type: t.event, reason: EndReason.commandLimit, actor: "", cascaded: false },
+      ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, actor: "", cascaded: true })),
     ];
     const revisions = await this.append(tx, changes, now);
-    return { kind: "limit_reached", ended: changes.map((c, i) => ({ delegation: c.delegation, revision: revisions[i]!, cascaded: c.cascaded })) };
+    const endings = changes.flatMap((c, i) => (isEndingEvent(c.type) ? [{ delegation: c.delegation, revision: revisions[i]!, cascaded: c.cascaded }] : []));
+    return { kind: "limit_reached", ended: endings };
   }
+}
+
+/** The strict live-check condition on a delegations UPDATE: its root context answered at or after `$n`. */
+function fresh(since: number | undefined, n: number): string {
+  if (since === undefined) return "";
+  return ` AND EXISTS (SELECT 1 FROM "delegator_contexts" c WHERE c."ac_id" = "delegations"."root_ac_id" AND c."checked_time" >= $${n})`;
 }

@@ -3,7 +3,7 @@
  * cursors over it of the audit outbox and of the consequence workers (with
  * their retry table, delegation_effects).
  */
-import { type DelegationEvent, type EffectKind, consequencesOf } from "../domain/index.js";
+import { type DelegationEvent, type EffectKind, type EventType, ENDING_EVENT_TYPES, consequencesOf, isEndingEvent } from "../domain/index.js";
 import { EFFECT_COLUMNS, EVENT_READ_COLUMNS, type EffectRow, type EventRow, eventFromRow, toNumber } from "./rows.js";
 import { type SqlConn, type SqlDatabase, inList, insertRows, listParam, literalList } from "./sql.js";
 import type { AuditBacklog, Effect, EffectBacklog, EffectOutcomes, EventFilter, PendingAudit, PendingEndings } from "./store.js";
@@ -155,7 +155,7 @@ export async function auditBacklog(db: SqlConn): Promise<AuditBacklog> {
 
 // --- consequences of endings: a cursor per kind over the log, and a retry table
 
-const ENDING_TYPES = literalList(["REVOKED", "EXPIRED", "FAILED", "COMMAND_LIMIT_REACHED"]);
+const ENDING_TYPES = literalList(ENDING_EVENT_TYPES);
 
 const TARGET_COLUMNS = `d."agent_client_id", d."idp_object_id", d."idp_backend", d."delegated_ac_id", d."end_reason"`;
 
@@ -193,7 +193,7 @@ export async function pendingEndings(db: SqlConn, kind: EffectKind, limit: numbe
   const last = rows[rows.length - 1];
   const items: Effect[] = [];
   for (const r of rows) {
-    if (r.type === "CREATED") continue;
+    if (!isEndingEvent(r.type as EventType)) continue;
     const effect = effectFromRow(kind, r);
     if (consequencesOf(effect.target).includes(kind)) items.push(effect);
   }

@@ -47,6 +47,8 @@ function rowOf(m: Model): DelegationRow {
     expire_time: Number(m.expireTime),
     end_time: m.endTime === null ? null : Number(m.endTime),
     end_reason: m.endReason,
+    end_detail: m.endDetail,
+    root_ac_id: m.rootAcId,
     chronicle_cid: m.chronicleCid,
   };
 }

@@ -4,7 +4,7 @@
  * (SQLite, INTEGER on PostgreSQL) or strings (BIGINT on PostgreSQL), and
  * booleans as 0/1 (SQLite) or true/false (PostgreSQL).
  */
-import type { Delegation, DelegationEvent, DelegationState, EffectKind, EventType } from "../domain/index.js";
+import type { Ceremony, CeremonyState, DecisionRecord, Delegation, DelegationEvent, DelegationState, EffectKind, EventType } from "../domain/index.js";
 
 /** A delegations row as either driver returns it. */
 export interface DelegationRow {
@@ -34,6 +34,8 @@ export interface DelegationRow {
   expire_time: number | string;
   end_time: number | string | null;
   end_reason: string;
+  end_detail: string;
+  root_ac_id: string;
   chronicle_cid: string;
 }
 
@@ -65,6 +67,8 @@ export const DELEGATION_COLUMNS = [
   "expire_time",
   "end_time",
   "end_reason",
+  "end_detail",
+  "root_ac_id",
   "chronicle_cid",
 ] as const;
 
@@ -100,6 +104,8 @@ export function delegationFromRow(r: DelegationRow): Delegation {
     expireTime: num(r.expire_time),
     endTime: r.end_time === null ? null : num(r.end_time),
     endReason: r.end_reason,
+    endDetail: r.end_detail,
+    rootAcId: r.root_ac_id,
     chronicleCid: r.chronicle_cid,
   };
 }
@@ -133,6 +139,8 @@ export function delegationValues(d: Delegation): unknown[] {
     d.expireTime,
     d.endTime,
     d.endReason,
+    d.endDetail,
+    d.rootAcId,
     d.chronicleCid,
   ];
 }
@@ -145,31 +153,120 @@ export interface EventRow {
   reason: string;
   snapshot: string;
   chronicle_cid: string;
+  actor: string;
+  detail: string;
 }
 
 /** The columns the log readers select. */
-export const EVENT_READ_COLUMNS = `"revision", "type", "event_time", "reason", "snapshot", "chronicle_cid"`;
+export const EVENT_READ_COLUMNS = `"revision", "type", "event_time", "reason", "snapshot", "chronicle_cid", "actor", "detail"`;
+
+/** What an event carries beyond its delegation, as stored in its detail column. */
+export interface EventDetail {
+  ceremony?: Ceremony;
+  decision?: DecisionRecord;
+}
 
 export function eventFromRow(r: EventRow): DelegationEvent {
-  return {
+  const e: DelegationEvent = {
     revision: BigInt(r.revision),
     type: r.type as EventType,
     delegation: snapshotFromJson(r.snapshot),
     eventTime: num(r.event_time),
     reason: r.reason,
+    actor: r.actor,
     chronicleCid: r.chronicle_cid,
   };
+  if (r.detail !== "") {
+    const detail = JSON.parse(r.detail) as EventDetail;
+    if (detail.ceremony) e.ceremony = detail.ceremony;
+    if (detail.decision) e.decision = detail.decision;
+  }
+  return e;
 }
 
-/** A snapshot as stored in the event log. Snapshots written before 2026-12 carry an extra idpCleanupPending field. */
+/** An event's detail column: "" when it carries nothing beyond its delegation. */
+export function eventDetailJson(detail: EventDetail): string {
+  return detail.ceremony || detail.decision ? JSON.stringify(detail) : "";
+}
+
+/**
+ * A snapshot as stored in the event log. Snapshots written before 2026-12
+ * carry an extra idpCleanupPending field, and lack endDetail and rootAcId.
+ */
 function snapshotFromJson(json: string): Delegation {
   const d = JSON.parse(json) as Delegation & { idpCleanupPending?: unknown };
   delete d.idpCleanupPending;
+  d.endDetail ??= "";
+  d.rootAcId ??= d.depth <= 1 ? d.delegatorAcId : "";
   return d;
 }
 
 /** The columns of delegation_events written with each event (audit_state "": delivery is tracked by the audit cursor). */
-export const EVENT_COLUMNS = ["revision", "delegation_id", "delegator_did", "type", "event_time", "reason", "snapshot", "chronicle_cid", "audit_state"] as const;
+export const EVENT_COLUMNS = [
+  "revision",
+  "delegation_id",
+  "delegator_did",
+  "type",
+  "event_time",
+  "reason",
+  "snapshot",
+  "chronicle_cid",
+  "audit_state",
+  "actor",
+  "detail",
+] as const;
+
+/** A ceremonies row. */
+export interface CeremonyRow {
+  id: string;
+  delegation_id: string;
+  state: string;
+  command: string;
+  command_hash: string;
+  matched_rule: string;
+  request_time: number | string;
+  expire_time: number | string;
+  decided_by: string;
+  decide_time: number | string | null;
+  reason: string;
+  use_time: number | string | null;
+}
+
+export const CEREMONY_COLUMNS = [
+  "id",
+  "delegation_id",
+  "state",
+  "command",
+  "command_hash",
+  "matched_rule",
+  "request_time",
+  "expire_time",
+  "decided_by",
+  "decide_time",
+  "reason",
+  "use_time",
+] as const;
+
+export function ceremonyFromRow(r: CeremonyRow): Ceremony {
+  return {
+    id: r.id,
+    delegationId: r.delegation_id,
+    state: r.state as CeremonyState,
+    command: r.command,
+    commandHash: r.command_hash,
+    matchedRule: r.matched_rule,
+    requestTime: num(r.request_time),
+    expireTime: num(r.expire_time),
+    decidedBy: r.decided_by,
+    decideTime: r.decide_time === null ? null : num(r.decide_time),
+    reason: r.reason,
+    useTime: r.use_time === null ? null : num(r.use_time),
+  };
+}
+
+export function ceremonyValues(c: Ceremony): unknown[] {
+  return [c.id, c.delegationId, c.state, c.command, c.commandHash, c.matchedRule, c.requestTime, c.expireTime, c.decidedBy, c.decideTime, c.reason, c.useTime];
+}
 
 /** The columns of a delegation_effects row (a retry or a refusal). */
 export const EFFECT_COLUMNS = ["kind", "delegation_id", "revision", "state", "attempts", "next_attempt_time", "last_error", "create_time", "update_time"] as const;

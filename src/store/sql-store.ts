@@ -3,8 +3,9 @@
  * driver directly (lifecycle-sql.ts, log-sql.ts), listings through the
  * Prisma client (prisma-listing.ts).
  */
-import type { Delegation, DelegationEvent, EffectKind } from "../domain/index.js";
+import type { Ceremony, DecisionRecord, Delegation, DelegationEvent, EffectKind } from "../domain/index.js";
 import { type ContentId, LifecycleSql, claimKey, keyFromRow, markKeyAnswered, releaseKey, unmarkKeyAnswered, type KeyRow } from "./lifecycle-sql.js";
+import { CeremonySql } from "./ceremony-sql.js";
 import * as log from "./log-sql.js";
 import type { Listing } from "./prisma-listing.js";
 import { type DelegationRow, delegationFromRow } from "./rows.js";
@@ -12,7 +13,13 @@ import type { SqlDatabase } from "./sql.js";
 import type {
   ActivateSpec,
   AuditBacklog,
+  CeremonyDecision,
+  CeremonyQuery,
+  ContextAnswer,
+  DelegatorContextState,
+  GsapApprovalRow,
   ClaimResult,
+  CountOptions,
   CountResult,
   DelegationStore,
   Effect,
@@ -39,10 +46,18 @@ export interface SqlStoreOptions {
   listing: Listing;
 }
 
+/** Carries a refusal out of the counting transaction, rolling it back. */
+class Refusal extends Error {
+  constructor(readonly result: CountResult) {
+    super("refused");
+  }
+}
+
 export class SqlStore implements DelegationStore {
   readonly driver: "sqlite" | "postgresql";
   private readonly listeners = new Set<(revision: bigint) => void>();
   private readonly lifecycle: LifecycleSql;
+  private readonly ceremonies: CeremonySql;
 
   constructor(
     private readonly db: SqlDatabase,
@@ -50,6 +65,7 @@ export class SqlStore implements DelegationStore {
   ) {
     this.driver = db.dialect;
     this.lifecycle = new LifecycleSql(options.contentId, options.notifyChannel);
+    this.ceremonies = new CeremonySql(this.lifecycle);
   }
 
   private emit(revision: bigint | undefined): void {
@@ -94,7 +110,10 @@ export class SqlStore implements DelegationStore {
 
   async staleRequested(createdBefore: number, limit: number): Promise<Delegation[]> {
     const rows = await this.db.all<DelegationRow>(
-      `SELECT * FROM "delegations" WHERE "state" = 'REQUESTED' AND "create_time" < $1 ORDER BY "create_time" LIMIT $2`,
+      // One waiting for GSAP's approval flow is not interrupted: the approvals loop finishes it.
+      `SELECT * FROM "delegations" WHERE "state" = 'REQUESTED' AND "create_time" < $1
+          AND NOT EXISTS (SELECT 1 FROM "gsap_approvals" a WHERE a."delegation_id" = "delegations"."id")
+        ORDER BY "create_time" LIMIT $2`,
       [createdBefore, limit],
     );
     return rows.map(delegationFromRow);
@@ -118,16 +137,119 @@ export class SqlStore implements DelegationStore {
     return ended;
   }
 
-  async countCommand(id: string, now: number): Promise<CountResult> {
-    const hit = await this.lifecycle.countFast(this.db, id, now);
-    if (hit) return { kind: "counted", ...hit };
-    const result = await this.db.transaction((tx) => this.lifecycle.countLast(tx, id, now));
+  async countCommand(id: string, now: number, options: CountOptions = {}): Promise<CountResult> {
+    const plain = options.record === undefined && options.ceremony === undefined;
+    if (plain) {
+      const hit = await this.lifecycle.countFast(this.db, id, now, options.contextFreshSince);
+      if (hit) return { kind: "counted", ...hit };
+    }
+    let result: CountResult;
+    try {
+      result = await this.db.transaction(async (tx) => {
+        const r = await this.lifecycle.countIn(tx, id, now, options);
+        // Nothing of a refusal stays written (a ceremony marked used, say).
+        if (r.kind === "refused" || r.kind === "ceremony_refused") throw new Refusal(r);
+        return r;
+      });
+    } catch (err) {
+      if (err instanceof Refusal) return err.result;
+      throw err;
+    }
     if (result.kind === "limit_reached") this.emit(result.ended[result.ended.length - 1]?.revision);
+    if (result.kind === "counted") this.emit(result.revision);
     return result;
   }
 
   adoptLateContext(id: string, delegatedAcId: string, now: number): Promise<boolean> {
     return this.db.transaction((tx) => this.lifecycle.adoptLateContext(tx, id, delegatedAcId, now));
+  }
+
+  // --- ceremonies and recorded decisions
+
+  async requestCeremony(c: Ceremony, delegation: Delegation, actor: string, decision?: DecisionRecord): Promise<bigint> {
+    const revision = await this.db.transaction((tx) => this.ceremonies.request(tx, c, delegation, actor, decision));
+    this.emit(revision);
+    return revision;
+  }
+
+  async decideCeremony(spec: CeremonyDecision): Promise<{ ceremony: Ceremony; revision: bigint } | { refused: Ceremony | null }> {
+    const r = await this.db.transaction((tx) => this.ceremonies.decide(tx, spec));
+    if ("revision" in r) this.emit(r.revision);
+    return r;
+  }
+
+  getCeremony(id: string): Promise<Ceremony | null> {
+    return this.ceremonies.get(this.db, id);
+  }
+
+  listCeremonies(query: CeremonyQuery): Promise<Ceremony[]> {
+    return this.ceremonies.list(this.db, query);
+  }
+
+  async expireCeremonies(now: number, limit: number): Promise<Transitioned[]> {
+    const done = await this.db.transaction((tx) => this.ceremonies.expire(tx, now, limit));
+    this.emit(done.at(-1)?.revision);
+    return done;
+  }
+
+  nextCeremonyExpiry(): Promise<number | null> {
+    return this.ceremonies.nextExpiry(this.db);
+  }
+
+  async recordDecision(delegation: Delegation, decision: DecisionRecord, actor: string, now: number): Promise<bigint> {
+    const revision = await this.db.transaction((tx) => this.ceremonies.recordDecision(tx, delegation, decision, actor, now));
+    this.emit(revision);
+    return revision;
+  }
+
+  // --- delegator contexts and GSAP approvals
+
+  recordContextAnswer(answer: ContextAnswer): Promise<void> {
+    return this.ceremonies.recordAnswer(this.db, answer);
+  }
+
+  recordContextFailure(acId: string, now: number, error: string): Promise<void> {
+    return this.ceremonies.recordFailure(this.db, acId, now, error);
+  }
+
+  getDelegatorContext(acId: string): Promise<DelegatorContextState | null> {
+    return this.ceremonies.getContext(this.db, acId);
+  }
+
+  contextsDue(triedBefore: number, limit: number): Promise<DelegatorContextState[]> {
+    return this.ceremonies.contextsDue(this.db, triedBefore, limit);
+  }
+
+  adoptContexts(forgetBefore: number): Promise<number> {
+    return this.db.transaction((tx) => this.ceremonies.adoptContexts(tx, forgetBefore));
+  }
+
+  activeFromContext(acId: string): Promise<{ id: string; capabilityCeiling: string }[]> {
+    return this.ceremonies.activeFromContext(this.db, acId);
+  }
+
+  addApproval(a: GsapApprovalRow): Promise<void> {
+    return this.ceremonies.addApproval(this.db, a);
+  }
+
+  getApproval(delegationId: string): Promise<GsapApprovalRow | null> {
+    return this.ceremonies.getApproval(this.db, delegationId);
+  }
+
+  approvalsDue(now: number, limit: number): Promise<GsapApprovalRow[]> {
+    return this.ceremonies.approvalsDue(this.db, now, limit);
+  }
+
+  postponeApproval(delegationId: string, nextPollTime: number, error: string): Promise<void> {
+    return this.ceremonies.postponeApproval(this.db, delegationId, nextPollTime, error);
+  }
+
+  removeApproval(delegationId: string): Promise<void> {
+    return this.ceremonies.removeApproval(this.db, delegationId);
+  }
+
+  nextApprovalPoll(): Promise<number | null> {
+    return this.ceremonies.nextApprovalPoll(this.db);
   }
 
   // --- the event log

@@ -8,6 +8,9 @@
  * implement all of it and pass one conformance suite.
  */
 import type {
+  Ceremony,
+  CeremonyState,
+  DecisionRecord,
   DelegatedContext,
   Delegation,
   DelegationEvent,
@@ -47,6 +50,11 @@ export type ClaimResult = { kind: "claimed" } | { kind: "existing"; record: Idem
 /** Stores the first answer under a key in the same transaction as the change it answers. */
 export interface CompleteIdempotency extends IdempotencyKeyRef {
   response: (delegation: Delegation) => string;
+  /**
+   * Nobody is there to hand this answer out (a background task completed the
+   * request): its first retry does, at once (response_time stays null).
+   */
+  handOutByRetry?: boolean;
 }
 
 /** What activation records of the identity and the delegated context. */
@@ -81,8 +89,12 @@ export interface EndSpec {
   target: EndTarget;
   /** revoke, expire or fail (exhaust happens in countCommand). */
   ending: Exclude<EndingName, "exhaust">;
-  /** The end reason (and event reason). */
+  /** The end reason (and event reason): a machine code (EndReason). */
   reason: string;
+  /** The words that came with it (a revoking caller's reason): the ended delegations' end_detail. */
+  detail?: string;
+  /** Who ends it (DID or client:<id>); by default the broker (""). Cascaded endings carry it too. */
+  actor?: string;
   now: number;
   /** Most delegations of `target` to end in this transaction; cascaded children come on top. By default, 500. */
   limit?: number;
@@ -109,10 +121,23 @@ export interface Transitioned {
 }
 
 export type CountResult =
-  | { kind: "counted"; commandsExecuted: number; maxCommands: number }
+  | { kind: "counted"; commandsExecuted: number; maxCommands: number; ceremony?: Ceremony; revision?: bigint | undefined }
   /** The last command of the budget: the delegation ended (with any cascade) in the same transaction. */
-  | { kind: "limit_reached"; ended: Ended[] }
-  | { kind: "refused"; delegation: Delegation | null };
+  | { kind: "limit_reached"; ended: Ended[]; ceremony?: Ceremony }
+  /** Not counted: ended, expired, out of budget or (strict live checks) its root context unverified. */
+  | { kind: "refused"; delegation: Delegation | null }
+  /** The ceremony named is not an approval this command may use (state, delegation, command or expiry). */
+  | { kind: "ceremony_refused"; ceremony: Ceremony | null };
+
+/** What is written, and checked, with one counted command. */
+export interface CountOptions {
+  /** Strict live checks: count only while the root context's last answer from GSAP is this recent. */
+  contextFreshSince?: number;
+  /** Record the decision (COMMAND_DECIDED) in the counting transaction. */
+  record?: { decision: DecisionRecord; actor: string };
+  /** Use this approval: only if it is APPROVED, unexpired, this delegation's and this command's; it becomes USED. */
+  ceremony?: { id: string; commandHash: string; actor: string };
+}
 
 export interface ListQuery {
   state: DelegationState;
@@ -226,7 +251,7 @@ export interface LifecycleWriter {
    * ACTIVE and unexpired. The command that exhausts the budget ends the
    * delegation (EXPIRED, command_limit) in the same transaction.
    */
-  countCommand(id: string, now: number): Promise<CountResult>;
+  countCommand(id: string, now: number, options?: CountOptions): Promise<CountResult>;
   /**
    * A delegated context GSAP issued for a delegation that had already ended
    * (it was ended while being created): recorded on the row, and revoked by
@@ -320,6 +345,111 @@ export interface LeaseStore {
   releaseLease(name: string, holder: string): Promise<void>;
 }
 
+/** A decision on a pending ceremony. */
+export interface CeremonyDecision {
+  id: string;
+  approve: boolean;
+  /** The approver (DID or client:<id>). */
+  actor: string;
+  reason: string;
+  now: number;
+}
+
+export interface CeremonyQuery {
+  state: CeremonyState;
+  delegationId?: string;
+  delegatorDid?: string;
+  /** Keyset cursor: only ids after this one. */
+  afterId?: string;
+  limit: number;
+}
+
+/**
+ * Ceremonies (human approval of one command) and recorded decisions. Using
+ * an approval is part of counting the command (countCommand's `ceremony`).
+ */
+export interface CeremonyStore {
+  /** Inserts a PENDING ceremony with its CEREMONY_REQUESTED event (after the decision's COMMAND_DECIDED, when given). */
+  requestCeremony(c: Ceremony, delegation: Delegation, actor: string, decision?: DecisionRecord): Promise<bigint>;
+  /** PENDING → APPROVED or DENIED while unexpired and its delegation ACTIVE, with its event; else the ceremony as it is (null: none). */
+  decideCeremony(spec: CeremonyDecision): Promise<{ ceremony: Ceremony; revision: bigint } | { refused: Ceremony | null }>;
+  getCeremony(id: string): Promise<Ceremony | null>;
+  listCeremonies(query: CeremonyQuery): Promise<Ceremony[]>;
+  /** Open ceremonies past their expiry or of an ended delegation → EXPIRED with their events; at most `limit`. */
+  expireCeremonies(now: number, limit: number): Promise<Transitioned[]>;
+  /** Earliest expire time of an open (PENDING or APPROVED) ceremony. */
+  nextCeremonyExpiry(): Promise<number | null>;
+  /** Appends a COMMAND_DECIDED event (a decision that changed nothing). */
+  recordDecision(delegation: Delegation, decision: DecisionRecord, actor: string, now: number): Promise<bigint>;
+}
+
+/** GSAP's last answer about a root access context. */
+export interface DelegatorContextState {
+  acId: string;
+  principalDid: string;
+  status: string;
+  capabilityCeiling: string;
+  /** When GSAP last answered (0: never). */
+  checkedTime: number;
+  /** When it was last asked. */
+  attemptTime: number;
+  /** Failed tries since the last answer. */
+  failures: number;
+  lastError: string;
+}
+
+export interface ContextAnswer {
+  acId: string;
+  principalDid: string;
+  status: string;
+  capabilityCeiling: string;
+  now: number;
+}
+
+/** The live state of the root contexts the broker's delegations hang from. */
+export interface DelegatorContextStore {
+  recordContextAnswer(answer: ContextAnswer): Promise<void>;
+  recordContextFailure(acId: string, now: number, error: string): Promise<void>;
+  getDelegatorContext(acId: string): Promise<DelegatorContextState | null>;
+  /** Root contexts with ACTIVE delegations last asked about before `triedBefore`, least recently first. */
+  contextsDue(triedBefore: number, limit: number): Promise<DelegatorContextState[]>;
+  /**
+   * Rows for root contexts of ACTIVE delegations that have none (due at
+   * once); forgets those with no live delegation last tried before `forgetBefore`.
+   */
+  adoptContexts(forgetBefore: number): Promise<number>;
+  /** The ACTIVE delegations made directly from a context, with their ceilings. */
+  activeFromContext(acId: string): Promise<{ id: string; capabilityCeiling: string }[]>;
+}
+
+/** A delegated-context request waiting for GSAP's approval flow. */
+export interface GsapApprovalRow {
+  delegationId: string;
+  pollToken: string;
+  /** When it fails as gsap_approval_timeout. */
+  deadline: number;
+  nextPollTime: number;
+  attempts: number;
+  lastError: string;
+  createTime: number;
+  /** The identity registered before GSAP answered. */
+  agentClientId: string;
+  idpObjectId: string;
+  displayName: string;
+  /** The create's request_id key, when it had one ("" otherwise). */
+  requestScope: string;
+  requestId: string;
+}
+
+export interface GsapApprovalStore {
+  addApproval(a: GsapApprovalRow): Promise<void>;
+  getApproval(delegationId: string): Promise<GsapApprovalRow | null>;
+  approvalsDue(now: number, limit: number): Promise<GsapApprovalRow[]>;
+  postponeApproval(delegationId: string, nextPollTime: number, error: string): Promise<void>;
+  removeApproval(delegationId: string): Promise<void>;
+  nextApprovalPoll(): Promise<number | null>;
+}
+
 export interface DelegationStore
   extends DelegationReader,
     LifecycleWriter,
@@ -327,7 +457,10 @@ export interface DelegationStore
     EffectQueue,
     AuditOutboxStore,
     IdempotencyStore,
-    LeaseStore {
+    LeaseStore,
+    CeremonyStore,
+    DelegatorContextStore,
+    GsapApprovalStore {
   readonly driver: "sqlite" | "postgresql";
   /** Called with the revision after every committed change made through this store. */
   onCommit(listener: (revision: bigint) => void): () => void;

@@ -1,13 +1,15 @@
 /**
  * The command line as an operator runs it: `serve` prints where it listens
  * and a first call that works, stops cleanly on SIGTERM; `migrate` applies
- * and then reports up to date; bad configuration exits 1 with a clear line.
+ * and then reports up to date; bad configuration exits 1 with a clear line;
+ * start-up warnings go to stderr; no secret is printed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { createTestDatabase } from "../helpers/databases.js";
 
 // node --import tsx: the child is the broker itself (the tsx CLI would run it in a grandchild,
 // out of reach of a SIGKILL).
@@ -86,5 +88,66 @@ describe("llm-broker CLI", () => {
     const r = run(["frobnicate"], {});
     expect(await r.exited).toBe(2);
     expect(r.err()).toContain("usage: llm-broker");
+  });
+
+  it("a partial configuration exits 1 with one line naming what is missing, and without the secret", async () => {
+    const gsap = run(["serve"], { DATABASE_URL: `file:${join(dir, "p.db")}`, GSAP_BROKER_URL: "http://127.0.0.1:9" });
+    expect(await gsap.exited).toBe(1);
+    expect(gsap.err()).toBe("configuration error: GSAP_DRIVER=auto selects http because GSAP_BROKER_URL is set; http also needs GSAP_BEARER_TOKEN\n");
+    expect(gsap.out()).toBe("");
+
+    const secret = "entra-secret-that-must-not-be-printed";
+    const entra = run(["serve"], { DATABASE_URL: `file:${join(dir, "p.db")}`, ENTRA_CLIENT_SECRET: secret });
+    expect(await entra.exited).toBe(1);
+    expect(entra.err()).toBe(
+      "configuration error: AGENT_REGISTRAR=auto selects entra because ENTRA_CLIENT_SECRET is set; entra also needs ENTRA_TENANT_ID, ENTRA_CLIENT_ID\n",
+    );
+  });
+
+  it("jwt authentication with dev drivers exits 1 naming them, unless ALLOW_DEV_DRIVERS=true", async () => {
+    const jwt = { AUTH_JWKS_URL: "http://127.0.0.1:9/certs", AUTH_JWT_ISSUER: "http://127.0.0.1:9", AUTH_JWT_AUDIENCE: "llm-broker" };
+    const refused = run(["serve"], { DATABASE_URL: `file:${join(dir, "j.db")}`, ...jwt });
+    expect(await refused.exited).toBe(1);
+    expect(refused.err()).toMatch(/^configuration error: AUTH_MODE=jwt refuses dev drivers: GSAP_DRIVER=dev, AGENT_REGISTRAR=stub, AUDIT_DRIVER=log;[^\n]*ALLOW_DEV_DRIVERS=true\n$/);
+
+    const allowed = run(["serve"], { DATABASE_URL: `file:${join(dir, "j.db")}`, LLM_BROKER_PORT: "0", LLM_BROKER_WEB_PORT: "0", ...jwt, ALLOW_DEV_DRIVERS: "true" });
+    try {
+      await waitFor(allowed.out, /authentication\s+jwt/, allowed.child);
+      for (const d of ["GSAP_DRIVER=dev", "AGENT_REGISTRAR=stub", "AUDIT_DRIVER=log"]) expect(allowed.err()).toContain(`warning: dev driver in use: ${d} (`);
+    } finally {
+      allowed.child.kill("SIGTERM");
+    }
+    expect(await allowed.exited).toBe(0);
+  });
+
+  it("serve warns on stderr about a variable it does not read, with the close match", async () => {
+    const s = run(["serve"], { DATABASE_URL: `file:${join(dir, "w.db")}`, LLM_BROKER_PORT: "0", LLM_BROKER_WEB_PORT: "0", LLM_BROKER_GRPC_PORT: "9000" });
+    try {
+      await waitFor(s.out, /LLM Principal Broker is running/, s.child);
+      const lines = s.err().split("\n");
+      expect(lines).toContain("warning: LLM_BROKER_GRPC_PORT is not a setting of the broker and is ignored; did you mean LLM_BROKER_PORT?");
+      expect(lines).toContain("warning: dev driver in use: AGENT_REGISTRAR=stub (agents get no identity in an identity provider)");
+    } finally {
+      s.child.kill("SIGTERM");
+    }
+    expect(await s.exited).toBe(0);
+  });
+
+  it("the banner shows a PostgreSQL DATABASE_URL with its password redacted", async () => {
+    const db = await createTestDatabase("postgresql");
+    // Trust authentication ignores the password; the broker must still not print it.
+    const url = new URL(db.url);
+    url.password = "secretpw";
+    const s = run(["serve"], { DATABASE_URL: url.toString(), LLM_BROKER_PORT: "0", LLM_BROKER_WEB_PORT: "0" });
+    try {
+      const [line] = await waitFor(s.out, /database\s+\S+ \(postgresql\)/, s.child);
+      expect(line).toMatch(new RegExp(`database\\s+postgres://${url.username}:\\*\\*\\*@${url.host}${url.pathname} \\(postgresql\\)`));
+      expect(s.out() + s.err()).not.toContain("secretpw");
+    } finally {
+      s.child.kill("SIGTERM");
+      await s.exited;
+      await db.drop();
+    }
+    expect(s.out() + s.err()).not.toContain("secretpw");
   });
 });

@@ -80,7 +80,9 @@ describe.each(DRIVERS)("delegation lifecycle (%s)", (driver) => {
 
     const revoked = await t.grpc.unary("revokeDelegation", { delegationId: id, reason: "done for today" }, as(ALICE));
     expect(revoked.delegation!.state).toBe(DelegationState.REVOKED);
-    expect(revoked.delegation!.endReason).toBe("done for today");
+    // The reason is a machine code; the caller's words are the detail.
+    expect(revoked.delegation!.endReason).toBe("manual_revocation");
+    expect(revoked.delegation!.endDetail).toBe("done for today");
     expect(revoked.delegation!.endTime).toBeDefined();
     expect(Number(revoked.delegation!.timeRemaining!.seconds)).toBe(0);
 
@@ -95,7 +97,9 @@ describe.each(DRIVERS)("delegation lifecycle (%s)", (driver) => {
     const watched = await collect(t.grpc.watch({ startRevision: head, delegationId: id }, as(ALICE)), (m) => events(m).length >= 2);
     const ev = events(watched.messages);
     expect(ev.map((e) => e.type)).toEqual([DelegationEventType.CREATED, DelegationEventType.REVOKED]);
-    expect(ev[1]!.reason).toBe("done for today");
+    expect(ev[1]!.reason).toBe("manual_revocation");
+    expect(ev[1]!.delegation!.endDetail).toBe("done for today");
+    expect([ev[0]!.actor, ev[1]!.actor]).toEqual([ALICE, ALICE]);
     expect(ev[1]!.delegation!.state).toBe(DelegationState.REVOKED);
     expect(ev[0]!.revision).toBeLessThan(ev[1]!.revision);
   });

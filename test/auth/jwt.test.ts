@@ -87,7 +87,7 @@ describe("AUTH_MODE=jwt through the broker", () => {
 
   beforeAll(async () => {
     issuer = await JwksFake.start();
-    t = await startTestBroker({ env: issuer.env(), overrides: { log: captured.log } });
+    t = await startTestBroker({ env: { ...issuer.env(), ALLOW_DEV_DRIVERS: "true" }, overrides: { log: captured.log } });
   });
   afterAll(async () => {
     await t?.close();
@@ -305,7 +305,7 @@ describe("AUTH_MODE=jwt key rotation and an unreachable JWKS, with the productio
 
   beforeAll(async () => {
     issuer = await JwksFake.start();
-    t = await startTestBroker({ env: issuer.env() });
+    t = await startTestBroker({ env: { ...issuer.env(), ALLOW_DEV_DRIVERS: "true" } });
   });
   afterAll(async () => {
     vi.useRealTimers();
@@ -385,7 +385,7 @@ describe("AUTH_DID_CLAIM and AUTH_ROLES_CLAIM as dotted paths", () => {
   let t: TestBroker;
   beforeAll(async () => {
     issuer = await JwksFake.start();
-    t = await startTestBroker({ env: { ...issuer.env(), AUTH_DID_CLAIM: "ext.did", AUTH_ROLES_CLAIM: "realm_access.roles" } });
+    t = await startTestBroker({ env: { ...issuer.env(), AUTH_DID_CLAIM: "ext.did", AUTH_ROLES_CLAIM: "realm_access.roles", ALLOW_DEV_DRIVERS: "true" } });
   });
   afterAll(async () => {
     await t?.close();

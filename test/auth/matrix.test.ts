@@ -269,6 +269,7 @@ describe("authorization matrix (AUTH_MODE=jwt)", () => {
         GSAP_BEARER_TOKEN: GSAP_TOKEN,
         MAX_DELEGATION_DEPTH: "2",
         WATCH_CHECKPOINT_SECONDS: "1",
+        ALLOW_DEV_DRIVERS: "true", // stub registrar, log audit
       },
     });
     // Watch replays from a revision after 0 (0 means "from now on"): make the log start before the first world.

@@ -210,6 +210,7 @@ describe("AUTH_MODE=mtls", () => {
         AUTH_TLS_KEY_FILE: join(pki.dir, "server.key"),
         AUTH_TLS_CLIENT_CA_FILE: join(pki.dir, "ca.pem"),
         AUTH_MTLS_ADMINS: "gsap-broker",
+        ALLOW_DEV_DRIVERS: "true",
       },
     });
   });

@@ -45,6 +45,8 @@ function delegation(over: Partial<Delegation> = {}): Delegation {
     expireTime: T0 + 3_600_000,
     endTime: null,
     endReason: "",
+    endDetail: "",
+    rootAcId: "ac-alice",
     chronicleCid: "",
     ...over,
   };

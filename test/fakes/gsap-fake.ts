@@ -198,7 +198,37 @@ export class GsapFake extends LoopbackFake {
     send(res, answer.status, answer.body);
   }
 
+  /**
+   * GSAP's approval flow: while set, a delegated-context request is answered
+   * {"status": "pending", "poll_token"} and its context is issued only once
+   * decideApproval says so; GET /governance/authorize/{poll_token}/ answers
+   * pending, denied, or the authorized context.
+   */
+  approvalFlow = false;
+  readonly approvals = new Map<string, { state: "pending" | "authorized" | "denied"; answer: Record<string, unknown>; context: FakeGsapContext }>();
+
+  /** Decides a pending approval (by its poll token). */
+  decideApproval(pollToken: string, decision: "authorized" | "denied"): void {
+    const a = this.approvals.get(pollToken);
+    if (!a || a.state !== "pending") throw new Error(`no pending approval ${pollToken}`);
+    a.state = decision;
+    if (decision === "authorized") {
+      this.issued.set(a.context.contextId, a.answer);
+      this.contexts.set(a.context.contextId, a.context);
+    }
+  }
+
+  /** Poll tokens of the approvals not decided yet, oldest first. */
+  pendingApprovals(): string[] {
+    return [...this.approvals].filter(([, a]) => a.state === "pending").map(([t]) => t);
+  }
+
   private lookup(id: string): { status: number; body: Record<string, unknown> } {
+    const approval = this.approvals.get(id);
+    if (approval) {
+      if (approval.state === "authorized") return { status: 200, body: approval.answer };
+      return { status: 200, body: { status: approval.state, poll_token: id, ...(approval.state === "denied" ? { detail: "the approver said no" } : {}) } };
+    }
     const ctx = this.contexts.get(id);
     if (!ctx) return { status: 404, body: { detail: "Access context not found" } };
     return {
@@ -264,14 +294,14 @@ export class GsapFake extends LoopbackFake {
       },
       this.answerOverrides,
     );
+    const context = { contextId, status: "authorized", principalDid: agent, capabilityCeiling: String(answer.capability_ceiling ?? b.capability_ceiling), expiresAt };
+    if (this.approvalFlow) {
+      const pollToken = `poll-${this.next++}`;
+      this.approvals.set(pollToken, { state: "pending", answer, context });
+      return { status: 202, body: { status: "pending", poll_token: pollToken } };
+    }
     this.issued.set(contextId, answer);
-    this.contexts.set(contextId, {
-      contextId,
-      status: "authorized",
-      principalDid: agent,
-      capabilityCeiling: String(answer.capability_ceiling ?? b.capability_ceiling),
-      expiresAt,
-    });
+    this.contexts.set(contextId, context);
     return { status: 200, body: answer };
   }
 

@@ -198,10 +198,13 @@ interface Known {
   ids: string[];
   tokens: string[];
   acIds: string[];
+  /** Ceremonies of Alice's delegations. */
+  ceremonies: string[];
 }
 
 function specs(k: Known): Record<Method, RpcSpec> {
   const id = str(k.ids, [`del_${"Z".repeat(26)}`, k.ids[0]!.toLowerCase()]);
+  const ceremonyId = str([`cer_${"0".repeat(26)}`, ...k.ceremonies], [`cer_${"Z".repeat(26)}`, `del_${"0".repeat(26)}`, "cer_"]);
   const did = str([ALICE, BOB, "did:web:example.com/user/carol"], ["did:a:" + "b".repeat(507), "did:a:" + "b".repeat(506)]);
   const optionalDid: FieldSpec = { ...did, base: "", valid: fc.constantFrom("", ALICE, BOB) };
   const requestId = str(["", "fuzz-r1", "fuzz-r2", "fuzz-r3"], ["a".repeat(128), "a".repeat(129)]);
@@ -330,7 +333,23 @@ function specs(k: Known): Record<Method, RpcSpec> {
     },
     authorizeCommand: {
       caller: as(ALICE),
-      fields: { delegationId: id, command: str(["ls -la", "rm -rf /", "psql -c 'DROP TABLE t'", "deploy now"], ["x".repeat(8192), "x".repeat(8193)]) },
+      fields: {
+        delegationId: id,
+        command: str(["ls -la", "rm -rf /", "psql -c 'DROP TABLE t'", "deploy now"], ["x".repeat(8192), "x".repeat(8193)]),
+        ceremonyId: { ...ceremonyId, base: "" },
+      },
+    },
+    approveCeremony: { caller: as(ALICE), fields: { ceremonyId, reason: str(["", "looks fine"], ["a".repeat(256), "a".repeat(257)]) } },
+    denyCeremony: { caller: as(ALICE), fields: { ceremonyId, reason: str(["", "no"], ["a".repeat(256), "a".repeat(257)]) } },
+    getCeremony: { caller: as(ALICE), fields: { ceremonyId } },
+    listCeremonies: {
+      caller: as(ALICE),
+      fields: {
+        delegationId: { ...id, base: "", valid: fc.constantFrom("", ...k.ids) },
+        state: int(0, fc.constantFrom(0, 1, 2, 3, 4, 5), [...INT32_EDGES, 6]),
+        pageSize: int(0, fc.integer({ min: 0, max: 600 }), [...INT32_EDGES, 501]),
+        pageToken,
+      },
     },
   };
 }
@@ -416,7 +435,9 @@ describe("fuzzed requests reach a real broker", () => {
     }
     probe = (await t.grpc.unary("createDelegation", { delegatorAcId: "ac-probe" }, as(BOB))).delegation!.delegationId;
     const page = await t.grpc.unary("listAgents", { pageSize: 1 }, as(ALICE));
-    known = { ids, tokens: [page.nextPageToken], acIds: ["ac-alice", "ac-bob", `ac-dev-${ids[1]}`] };
+    // A pending ceremony of Alice's (deploy needs one on ids[2]).
+    const asked = await t.grpc.unary("authorizeCommand", { delegationId: ids[2]!, command: "deploy now" }, as(ALICE));
+    known = { ids, tokens: [page.nextPageToken], acIds: ["ac-alice", "ac-bob", `ac-dev-${ids[1]}`], ceremonies: [asked.ceremonyId] };
   });
   afterAll(async () => {
     await t?.close();

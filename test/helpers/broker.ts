@@ -113,7 +113,7 @@ export async function settle(broker: Broker, rounds = 3): Promise<void> {
   const b = broker.background;
   for (let i = 0; i < rounds; i++) {
     await broker.follower.catchUp();
-    for (const loop of [b.reconciler, b.expiry, b.idpCleanup, b.gsapRevoke, b.outboxLoop]) {
+    for (const loop of [b.reconciler, b.expiry, b.ceremonies, b.liveChecks, b.idpCleanup, b.gsapRevoke, b.outboxLoop]) {
       for (let n = 0; n < 100; n++) {
         const run = await loop.runOnce().catch(() => undefined);
         if (!run || run.skipped || !run.more) break;

@@ -41,6 +41,7 @@ export function flakyGsap(ceiling = "CAP_MUTATE") {
       if (state.failDelegate) throw new Error("GSAP answered 500");
       return inner.requestDelegatedContext(req);
     },
+    pollApproval: (token, req) => inner.pollApproval(token, req),
     async revokeContext(contextId, reason, options) {
       if (state.failRevoke) throw new UpstreamError("gsap", "status", "gsap answered 503", { status: 503 });
       state.revoked.push(contextId);

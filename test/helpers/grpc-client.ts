@@ -30,8 +30,25 @@ export function errorDetailOf(err: unknown): ErrorDetail | undefined {
   return any ? fromBinary(ErrorDetailSchema, any.value) : undefined;
 }
 
+/** The gRPC code and ErrorDetail reason of a call that must fail (throws if it succeeds). */
+export async function failureOf(call: Promise<unknown>): Promise<{ code: number; reason: string | undefined }> {
+  const err = (await call.then(
+    () => {
+      throw new Error("expected the call to fail");
+    },
+    (e: unknown) => e,
+  )) as { code: number };
+  return { code: err.code, reason: errorDetailOf(err)?.reason };
+}
+
 function path(method: DescMethod): string {
   return `/${DelegationService.typeName}/${method.name}`;
+}
+
+function metadataOf(headers: Record<string, string>): grpc.Metadata {
+  const md = new grpc.Metadata();
+  for (const [k, v] of Object.entries(headers)) md.set(k, v);
+  return md;
 }
 
 const ser = (schema: DescMessage) => (m: unknown) => Buffer.from(toBinary(schema, m as never));
@@ -74,6 +91,33 @@ export class GrpcTestClient {
     const md = new grpc.Metadata();
     for (const [k, v] of Object.entries(headers)) md.set(k, v);
     return this.raw.makeServerStreamRequest(path(method), ser(method.input), de(method.output), create(method.input, request as never), md, {}) as never;
+  }
+
+  /** Calls a unary method with `bytes` sent as the request as they are: what a typed client cannot send. */
+  rawUnary<K extends Exclude<keyof Methods, "watchDelegations">>(
+    name: K,
+    bytes: Uint8Array,
+    headers: Record<string, string> = {},
+    deadlineMs = 20_000,
+  ): Promise<MessageShape<Out<K>>> {
+    const method = DelegationService.method[name] as DescMethod;
+    return new Promise((resolve, reject) => {
+      this.raw.makeUnaryRequest(
+        path(method),
+        (b: Buffer) => b,
+        de(method.output),
+        Buffer.from(bytes),
+        metadataOf(headers),
+        { deadline: Date.now() + deadlineMs },
+        (err, res) => (err ? reject(err) : resolve(res as MessageShape<Out<K>>)),
+      );
+    });
+  }
+
+  /** Opens WatchDelegations with `bytes` sent as the request as they are. */
+  rawWatch(bytes: Uint8Array, headers: Record<string, string> = {}): grpc.ClientReadableStream<MessageShape<Out<"watchDelegations">>> {
+    const method = DelegationService.method.watchDelegations as DescMethod;
+    return this.raw.makeServerStreamRequest(path(method), (b: Buffer) => b, de(method.output), Buffer.from(bytes), metadataOf(headers), {}) as never;
   }
 
   close(): void {

@@ -149,7 +149,7 @@ describe.each(DRIVERS)("the ending path (%s)", (driver) => {
 
   it("reports every background loop, led by this replica, in /healthz", async () => {
     const h = await health();
-    expect(h.loops.map((l) => l.name).sort()).toEqual(["audit-outbox", "expiry", "gsap-revoke", "idp-cleanup", "orphan-sweep", "reconciler"]);
+    expect(h.loops.map((l) => l.name).sort()).toEqual(["audit-outbox", "ceremonies", "expiry", "gsap-approvals", "gsap-revoke", "idp-cleanup", "live-checks", "orphan-sweep", "reconciler"]);
     expect(h.loops.every((l) => l.leader)).toBe(true);
   });
 });

@@ -11,7 +11,7 @@ import { durationFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { ClientReadableStream } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { eventContentId } from "../../src/clients/chronicle/chronicle-event.js";
-import type { DelegationEvent } from "../../src/domain/index.js";
+import { type DelegationEvent, isEndingEvent } from "../../src/domain/index.js";
 import { CommandDecision, DelegationEventType, DelegationState, type WatchDelegationsResponse } from "../../src/gen/llmbroker/v1/delegation_pb.js";
 import { openStore } from "../../src/store/open-store.js";
 import { tokenStatus } from "../fakes/keycloak-fake.js";
@@ -221,7 +221,8 @@ describe("three replicas on one PostgreSQL", () => {
       await until("the survivors' watchers to reach the head", async () => (onSurvivors.every((w) => w.last >= head) ? true : undefined));
 
       // Every watcher on a survivor: the whole log, each event once, in order.
-      const expected = log.map((e) => ({ revision: e.revision, type: DelegationEventType[e.type as keyof typeof DelegationEventType], delegationId: e.delegation.id }));
+      // Decisions (the refused commands over the budget) go to the audit log only, not to Watch.
+      const expected = log.filter((e) => e.type !== "COMMAND_DECIDED").map((e) => ({ revision: e.revision, type: DelegationEventType[e.type as keyof typeof DelegationEventType], delegationId: e.delegation.id }));
       for (const w of onSurvivors) expect(w.seen, `watcher on replica ${w.replica}`).toEqual(expected);
     } finally {
       await store.close();
@@ -229,7 +230,7 @@ describe("three replicas on one PostgreSQL", () => {
 
     // One ending per delegation; one EXPIRED for each that expired, on time despite the kill.
     const endings = new Map<string, DelegationEvent[]>();
-    for (const e of log) if (e.type !== "CREATED") endings.set(e.delegation.id, [...(endings.get(e.delegation.id) ?? []), e]);
+    for (const e of log) if (isEndingEvent(e.type)) endings.set(e.delegation.id, [...(endings.get(e.delegation.id) ?? []), e]);
     for (const [id, es] of endings) expect(es.map((e) => e.type), id).toHaveLength(1);
     const expired = log.filter((e) => e.type === "EXPIRED");
     expect(new Set(expired.map((e) => e.delegation.id))).toEqual(new Set(created.filter((c) => c.short && !endings.get(c.id)?.some((e) => e.type === "REVOKED")).map((c) => c.id)));

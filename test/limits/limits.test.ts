@@ -92,6 +92,7 @@ function slowGsap(): GsapClient {
       }
       return inner.requestDelegatedContext(req);
     },
+    pollApproval: (token, req) => inner.pollApproval(token, req),
     revokeContext: (id, reason, options) => inner.revokeContext(id, reason, options),
     close: () => inner.close(),
   };

@@ -47,6 +47,8 @@ export function makeDelegation(overrides: Partial<Delegation> = {}): Delegation 
     expireTime: createTime + HOUR,
     endTime: null,
     endReason: "",
+    endDetail: "",
+    rootAcId: overrides.delegatorAcId ?? "ac-alice-1",
     chronicleCid: "",
     ...overrides,
   };

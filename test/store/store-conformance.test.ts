@@ -146,7 +146,7 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       expect(t).toEqual({ delegation: expected, revision: 1n });
       expect(await h.store.get(d.id)).toStrictEqual(expected);
       expect(await h.store.headRevision()).toBe(1n);
-      expect(await h.events()).toEqual([{ revision: 1n, type: "CREATED", delegation: expected, eventTime: T0 + 50, reason: "created", chronicleCid: "" }]);
+      expect(await h.events()).toEqual([{ revision: 1n, type: "CREATED", delegation: expected, eventTime: T0 + 50, reason: "created", actor: d.delegatorDid, chronicleCid: "" }]);
     });
 
     it("leaves end time, end reason and the budget alone, and writes no work item", async () => {
@@ -658,13 +658,14 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
       await h.store.countCommand(d.id, T0 + 10);
       await h.store.end({ target: { ids: [d.id] }, ending: "revoke", reason: "because", now: T0 + 20 });
       const [created, revoked] = await h.events();
-      expect(created).toEqual({ revision: 1n, type: "CREATED", delegation: d, eventTime: d.createTime + 1, reason: "created", chronicleCid: "" });
+      expect(created).toEqual({ revision: 1n, type: "CREATED", delegation: d, eventTime: d.createTime + 1, reason: "created", actor: d.delegatorDid, chronicleCid: "" });
       expect(revoked).toEqual({
         revision: 2n,
         type: "REVOKED",
         delegation: { ...d, state: "REVOKED", commandsExecuted: 1, updateTime: T0 + 20, endTime: T0 + 20, endReason: "because" },
         eventTime: T0 + 20,
         reason: "because",
+        actor: "",
         chronicleCid: "",
       } satisfies DelegationEvent);
     });

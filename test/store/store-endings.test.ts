@@ -46,7 +46,7 @@ describe.each(DRIVERS)("DelegationStore endings on %s", (driver) => {
       expect(ended).toEqual([{ delegation: expected, revision: 2n, cascaded: false }]);
       expect(await h.store.get(d.id)).toStrictEqual(expected);
       expect(await h.events(1n)).toEqual([
-        { revision: 2n, type: "REVOKED", delegation: expected, eventTime: T0 + 10, reason: "manual_revocation", chronicleCid: "" },
+        { revision: 2n, type: "REVOKED", delegation: expected, eventTime: T0 + 10, reason: "manual_revocation", actor: "", chronicleCid: "" },
       ]);
     });
 

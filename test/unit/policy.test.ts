@@ -266,3 +266,30 @@ describe("resolveScope rule lists", () => {
     });
   }
 });
+
+describe("resolveScope: ceremonies and a delegation made from another", () => {
+  const parent = { ceremonyRequiredFor: ["deploy"], prohibitedCommands: ["rm -rf"], commandsRemaining: 7 };
+  const nested = { depth: 1, parent };
+  const deep = { maxDelegationDepth: 2 };
+
+  it("gives no ceremonies only when asked explicitly, and not together with a list", () => {
+    expect(resolve({ noCeremonies: true }).ceremonyRequiredFor).toEqual([]);
+    expect(resolve({}).ceremonyRequiredFor).toEqual(["delete", "destroy", "drop"]);
+    expect(resolve({ ceremonyRequiredFor: [] }).ceremonyRequiredFor).toEqual(["delete", "destroy", "drop"]);
+    expect(errorOf(() => resolve({ noCeremonies: true, ceremonyRequiredFor: ["x"] })).field).toBe("scope.no_ceremonies");
+  });
+
+  it("keeps the parent's ceremonies and prohibited commands on top of the child's own", () => {
+    const s = resolve({ ceremonyRequiredFor: ["DEPLOY", "push"], prohibitedCommands: ["shutdown"] }, nested, deep);
+    expect(s.ceremonyRequiredFor).toEqual(["deploy", "push"]);
+    expect(s.prohibitedCommands).toEqual(["rm -rf", "shutdown"]);
+  });
+
+  it("refuses no ceremonies under a parent that has them, and a budget above what the parent has left", () => {
+    expect(errorOf(() => resolve({ noCeremonies: true }, nested, deep)).reason).toBe("CEREMONIES_REQUIRED_BY_PARENT");
+    expect(errorOf(() => resolve({ maxCommands: 8 }, nested, deep)).reason).toBe("BUDGET_ABOVE_PARENT");
+    expect(resolve({}, nested, deep).maxCommands).toBe(7);
+    expect(resolve({ maxCommands: 3 }, nested, deep).maxCommands).toBe(3);
+    expect(errorOf(() => resolve({}, { depth: 1, parent: { ...parent, commandsRemaining: 0 } }, deep)).reason).toBe("PARENT_BUDGET_SPENT");
+  });
+});

@@ -14,7 +14,7 @@ import type { DelegationEvent } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
 import { HttpClient } from "../http/http-client.js";
 import type { AuditSink } from "./chronicle-client.js";
-import { chroniclePayload, contentId, webhookBody } from "./chronicle-event.js";
+import { contentId, eventPayload, webhookBody } from "./chronicle-event.js";
 
 export interface ChronicleSinkOptions {
   /** Where the webhook is POSTed (CHRONICLE_WEBHOOK_URL). */
@@ -39,7 +39,7 @@ export function createChronicleSink(options: ChronicleSinkOptions): AuditSink {
     mode: "chronicle",
 
     async deliver(event: DelegationEvent, stored: string): Promise<void> {
-      const payload = chroniclePayload(event.type, event.delegation, event.eventTime, event.reason, event.revision);
+      const payload = eventPayload(event);
       // A cid stored with the event (CREATED) that differs from the one computed here means
       // the outbox paired an event with another's id, and Chronicle would de-duplicate wrongly.
       const cid = contentId(payload);

@@ -1,4 +1,8 @@
-/** Chooses the audit sink: AUDIT_DRIVER=log (dev) or chronicle (the real audit log). */
+/**
+ * Builds the audit sink settings select: chronicle (the real audit log) or
+ * log (dev). loadSettings has resolved AUDIT_DRIVER=auto (chronicle when
+ * CHRONICLE_WEBHOOK_URL is set, log otherwise).
+ */
 import type { Settings } from "../../config/settings.js";
 import type { Logger } from "../../logging.js";
 import type { AuditSink } from "./chronicle-client.js";

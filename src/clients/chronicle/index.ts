@@ -8,6 +8,7 @@ export {
   chroniclePayload,
   contentId,
   eventContentId,
+  eventPayload,
   webhookBody,
 } from "./chronicle-event.js";
 export type { ChronicleKind, ChroniclePayload } from "./chronicle-event.js";

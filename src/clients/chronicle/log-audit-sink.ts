@@ -6,7 +6,7 @@
 import type { DelegationEvent } from "../../domain/index.js";
 import type { Logger } from "../../logging.js";
 import type { AuditSink } from "./chronicle-client.js";
-import { chroniclePayload, contentId } from "./chronicle-event.js";
+import { contentId, eventPayload } from "./chronicle-event.js";
 
 /** Creates the log sink. */
 export function createLogAuditSink(log: Logger): AuditSink {
@@ -14,7 +14,7 @@ export function createLogAuditSink(log: Logger): AuditSink {
     mode: "log",
     async deliver(e: DelegationEvent, stored: string) {
       if (!log.isLevelEnabled("info")) return;
-      const p = chroniclePayload(e.type, e.delegation, e.eventTime, e.reason, e.revision);
+      const p = eventPayload(e);
       const cid = stored || contentId(p);
       log.info({ audit: true, kind: p.kind, code: p.body.event_code, cid, revision: e.revision.toString(), delegationId: e.delegation.id, reason: e.reason }, "audit event");
     },

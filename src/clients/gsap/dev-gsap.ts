@@ -59,6 +59,10 @@ export function createDevGsap(options: DevGsapOptions = {}): DevGsap {
         attributes,
       };
     },
+    // Dev mode has no approval flow: nothing is ever pending.
+    async pollApproval(_pollToken: string, req: DelegatedContextRequest): Promise<DelegatedContext> {
+      return this.requestDelegatedContext(req);
+    },
     async revokeContext(contextId, reason, revokeOptions = {}) {
       // Idempotent like the real one: revoking again changes nothing.
       if (revoked.has(contextId)) return;

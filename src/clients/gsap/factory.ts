@@ -1,4 +1,8 @@
-/** Chooses the GSAP driver: GSAP_DRIVER=dev (explicit dev mode) or http (the real broker). */
+/**
+ * Builds the GSAP driver settings select: http (the real broker) or dev.
+ * loadSettings has resolved GSAP_DRIVER=auto (http when GSAP_BROKER_URL or
+ * GSAP_BEARER_TOKEN is set, both then required; dev otherwise).
+ */
 import type { Settings } from "../../config/settings.js";
 import type { Logger } from "../../logging.js";
 import { HttpClient, httpOptionsFrom } from "../http/http-client.js";

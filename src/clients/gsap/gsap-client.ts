@@ -22,12 +22,33 @@ export interface DelegatedContextRequest {
   accordTemplate: string;
 }
 
+/**
+ * GSAP answered a delegated-context request with its approval flow (status
+ * "pending"): a human must approve it there first. Thrown by
+ * requestDelegatedContext and pollApproval; poll again with `pollToken`.
+ */
+export class ApprovalPending extends Error {
+  override name = "ApprovalPending";
+  constructor(readonly pollToken: string) {
+    super("GSAP's approval of the delegated context is pending");
+  }
+}
+
 export interface GsapClient {
   readonly mode: "dev" | "http";
   /** Looks up the delegator's access context; FAILED_PRECONDITION if it is not active. */
   describeDelegatorContext(contextId: string, delegatorDid: string): Promise<DelegatorContext>;
-  /** Obtains the delegated access context on the agent's behalf. */
+  /**
+   * Obtains the delegated access context on the agent's behalf; throws
+   * ApprovalPending when GSAP's approval flow must run first.
+   */
   requestDelegatedContext(request: DelegatedContextRequest): Promise<DelegatedContext>;
+  /**
+   * Asks how a pending approval went: the context once authorized;
+   * ApprovalPending while it is not decided; FAILED_PRECONDITION GSAP_DENIED
+   * when it was denied (or GSAP no longer knows it).
+   */
+  pollApproval(pollToken: string, request: DelegatedContextRequest): Promise<DelegatedContext>;
   /**
    * Revokes a delegated context the broker obtained, because its delegation
    * ended (`reason` is the end reason). Idempotent: a context GSAP no longer

@@ -23,7 +23,7 @@ import type { DelegatedContext } from "../../domain/index.js";
 import { BrokerError, UpstreamError } from "../../domain/index.js";
 import { HttpClient, type HttpResponse } from "../http/http-client.js";
 import type { Logger } from "../../logging.js";
-import type { DelegatedContextRequest, DelegatorContext, GsapClient } from "./gsap-client.js";
+import { ApprovalPending, type DelegatedContextRequest, type DelegatorContext, type GsapClient } from "./gsap-client.js";
 
 export interface HttpGsapOptions {
   /** GSAP's base URL (GSAP_BROKER_URL); a trailing slash is ignored. */
@@ -62,6 +62,9 @@ export const ACTIVE_CONTEXT_STATUSES: ReadonlySet<string> = new Set(["authorized
  * GSAP's driver, not the broker's AGENT_REGISTRAR, so it is kept as sent.
  */
 export const GSAP_DRIVER_ID = "keycloak";
+
+/** A poll token as the broker accepts it (it becomes a path segment). */
+const POLL_TOKEN = /^[A-Za-z0-9._~:@+=-]{1,256}$/;
 
 /** The longest piece of a GSAP error text passed on to the caller. */
 const MAX_DETAIL = 200;
@@ -106,6 +109,29 @@ export function createHttpGsap(options: HttpGsapOptions): GsapClient {
     return value as Record<string, unknown>;
   };
 
+  const denied = (status: number, detail: string) =>
+    new BrokerError(
+      "FAILED_PRECONDITION",
+      "GSAP_DENIED",
+      `GSAP broker denied the delegated access context (${status})${detail ? `: ${errorDetail(detail, token)}` : ""}`,
+      { metadata: { system: "gsap", status: String(status) } },
+    );
+
+  /** A 2xx answer to the POST or a poll: the context, or a pending approval (thrown). */
+  const issuedOrPending = (res: HttpResponse, req: DelegatedContextRequest): DelegatedContext => {
+    const answer = jsonObject(res);
+    if (answer.status === "pending") {
+      const token = answer.poll_token;
+      if (typeof token !== "string" || !POLL_TOKEN.test(token)) throw malformed(res, "a pending status without a usable poll_token");
+      log?.info({ system: "gsap", delegationId: req.delegationId }, "GSAP's approval of the delegated context is pending");
+      throw new ApprovalPending(token);
+    }
+    const issued = typeof answer.context_id === "string" ? answer.context_id : undefined;
+    const ctx = parseDelegatedContext(answer, req, order, (what) => malformed(res, what, issued));
+    log?.info({ system: "gsap", delegationId: req.delegationId, contextId: ctx.contextId }, "delegated access context issued");
+    return ctx;
+  };
+
   return {
     mode: "http",
 
@@ -146,19 +172,24 @@ export function createHttpGsap(options: HttpGsapOptions): GsapClient {
       if (res.status >= 400 && res.status <= 499) {
         const detail = errorDetail(res.text, token);
         log?.info({ system: "gsap", status: res.status, delegationId: req.delegationId, detail }, "GSAP denied the delegated context");
-        throw new BrokerError(
-          "FAILED_PRECONDITION",
-          "GSAP_DENIED",
-          `GSAP broker denied the delegated access context (${res.status})${detail ? `: ${detail}` : ""}`,
-          { metadata: { system: "gsap", status: String(res.status) } },
-        );
+        throw denied(res.status, detail);
       }
       if (res.status < 200 || res.status > 299) throw unexpectedStatus(res);
+      return issuedOrPending(res, req);
+    },
+
+    async pollApproval(pollToken: string, req: DelegatedContextRequest): Promise<DelegatedContext> {
+      if (!POLL_TOKEN.test(pollToken)) throw new UpstreamError("gsap", "malformed", "refusing to poll a malformed poll_token", { reason: "GSAP_REJECTED" });
+      const res = await http.send({ method: "GET", url: `${base}/governance/authorize/${encodeURIComponent(pollToken)}/`, headers: auth });
+      if (res.status === 401 || res.status === 403) throw credentialsRejected(res.status);
+      // A flow GSAP no longer knows cannot be approved any more.
+      if (res.status === 404 || res.status === 410) throw denied(res.status, "");
+      if (res.status < 200 || res.status > 299) throw unexpectedStatus(res);
       const answer = jsonObject(res);
-      const issued = typeof answer.context_id === "string" ? answer.context_id : undefined;
-      const ctx = parseDelegatedContext(answer, req, order, (what) => malformed(res, what, issued));
-      log?.info({ system: "gsap", delegationId: req.delegationId, contextId: ctx.contextId }, "delegated access context issued");
-      return ctx;
+      if (answer.status === "denied" || answer.status === "rejected" || answer.status === "revoked" || answer.status === "expired") {
+        throw denied(res.status, typeof answer.detail === "string" ? answer.detail : String(answer.status));
+      }
+      return issuedOrPending(res, req);
     },
 
     async revokeContext(contextId: string, reason: string, revokeOptions: { delegationId?: string } = {}): Promise<void> {
