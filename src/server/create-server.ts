@@ -40,8 +40,13 @@ export interface ServerOptions {
   grpcPort: number;
   webPort: number;
   corsOrigins: string[];
-  /** Extra GET routes on the web port (health). */
-  routes?: Record<string, () => Promise<unknown>>;
+  /**
+   * Extra routes on the web port, by exact path (without the query string):
+   * JSON health documents, metrics, the dashboard. Anything else goes to Connect.
+   */
+  routes?: Record<string, WebRoute>;
+  /** Adds further services to the gRPC server (health, reflection) before it binds. */
+  grpcServices?: (server: grpc.Server) => void;
   /** Largest request message. By default, 1 MiB. */
   maxMessageBytes?: number;
   /** HTTP/2 streams one gRPC connection may have open. By default, 100. */
@@ -49,6 +54,13 @@ export interface ServerOptions {
   /** Serve both ports over TLS, requiring a client certificate from `clientCa`. By default, cleartext. */
   tls?: TlsOptions;
 }
+
+/**
+ * A route on the web port: `json` answers GET (and HEAD, with the same
+ * headers and no body) with the JSON of what it resolves to, 503 when it
+ * throws; `handle` is given the request as it is.
+ */
+export type WebRoute = (() => Promise<unknown>) | { handle: http.RequestListener };
 
 export interface RunningServer {
   grpcPort: number;
@@ -125,6 +137,7 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     "grpc.keepalive_permit_without_calls": 1,
   });
   addConnectService(grpcServer, DelegationService, impl, shutdown.signal);
+  options.grpcServices?.(grpcServer);
   const tls = options.tls;
   const credentials = tls
     ? grpc.ServerCredentials.createSsl(
@@ -153,13 +166,24 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     shutdownSignal: shutdown.signal,
     ...(tls ? { contextValues: peerOf } : {}),
   });
-  const routes = options.routes ?? {};
+  const routes = new Map(Object.entries(options.routes ?? {}));
   const listener = withCors(new Set(options.corsOrigins), (req, res) => {
-    const route = req.method === "GET" ? routes[req.url ?? ""] : undefined;
+    const url = req.url ?? "";
+    const q = url.indexOf("?");
+    const route = routes.get(q === -1 ? url : url.slice(0, q));
     if (!route) return connect(req, res);
+    if (typeof route !== "function") return route.handle(req, res);
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" }).end();
+      return;
+    }
+    const head = req.method === "HEAD";
     route().then(
-      (body) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body)),
-      () => res.writeHead(503, { "content-type": "application/json" }).end('{"status":"unavailable"}'),
+      (body) => {
+        const text = JSON.stringify(body);
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) }).end(head ? undefined : text);
+      },
+      () => res.writeHead(503, { "content-type": "application/json" }).end(head ? undefined : '{"status":"unavailable"}'),
     );
   });
   const web = tls
