@@ -14,7 +14,6 @@ import { DRIVERS } from "../helpers/databases.js";
 import { failureOf } from "../helpers/grpc-client.js";
 import { collect, events } from "../helpers/watch.js";
 
-
 describe.each(DRIVERS)("ceremonies (%s)", (driver) => {
   let t: TestBroker;
   beforeAll(async () => {
@@ -68,6 +67,21 @@ describe.each(DRIVERS)("ceremonies (%s)", (driver) => {
     expect(ev[1]!.actor).toBe(ALICE);
     expect(ev[2]!.ceremony!.state).toBe(CeremonyState.USED);
     expect(ev[2]!.delegation!.commandsExecuted).toBe(1);
+  });
+
+  it("allows an approval exactly once under 20 concurrent uses over both transports", async () => {
+    const d = await create({ ceremonyRequiredFor: ["deploy"], maxCommands: 50 });
+    const id = await ask(d.delegationId);
+    await t.grpc.unary("approveCeremony", { ceremonyId: id, reason: "" }, as(ALICE));
+    const req = { delegationId: d.delegationId, command: "deploy prod", ceremonyId: id };
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        i % 2 === 0 ? authorize(d.delegationId, "deploy prod", id) : t.connect.authorizeCommand(req, { headers: as(ALICE) }),
+      ),
+    );
+    expect(answers.filter((a) => a.decision === CommandDecision.ALLOW)).toHaveLength(1);
+    expect(new Set(answers.filter((a) => a.decision !== CommandDecision.ALLOW).map((a) => a.reason))).toEqual(new Set(["ceremony_used"]));
+    expect((await t.grpc.unary("getDelegation", { delegationId: d.delegationId }, as(ALICE))).delegation!.commandsExecuted).toBe(1);
   });
 
   it("never lets the agent approve, nor anyone who cannot see the delegation", async () => {
