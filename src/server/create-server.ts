@@ -100,6 +100,21 @@ function withCors(origins: ReadonlySet<string>, next: http.RequestListener): htt
   };
 }
 
+/**
+ * An answer given before its request body was read (connect-node refuses a
+ * chunked body past the size limit as soon as it sees it, and stops reading)
+ * would leave the rest of the body in the connection, where the next request
+ * would never be parsed. As HTTP/1.1 prescribes, such an answer says
+ * `Connection: close`, and Node closes the connection once it is sent.
+ */
+function closeIfBodyUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: http.ServerResponse, ...args: Parameters<typeof writeHead>) {
+    if (!req.complete) this.setHeader("connection", "close");
+    return writeHead.apply(this, args);
+  } as typeof writeHead;
+}
+
 /** The verified TLS peer of a Connect request, for the authentication interceptor. */
 function peerOf(req: { socket: unknown }): ContextValues {
   const values = createContextValues();
@@ -168,6 +183,8 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
   });
   const routes = new Map(Object.entries(options.routes ?? {}));
   const listener = withCors(new Set(options.corsOrigins), (req, res) => {
+    // (A Content-Length body past the limit is refused before any of it is read, and Node discards it.)
+    if (req.headers["transfer-encoding"] !== undefined) closeIfBodyUnread(req, res);
     const url = req.url ?? "";
     const q = url.indexOf("?");
     const route = routes.get(q === -1 ? url : url.slice(0, q));
