@@ -9,12 +9,14 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
 import { type Background, createBackground } from "./background.js";
 import type { AuditSink } from "./clients/chronicle/chronicle-client.js";
 import { eventContentId } from "./clients/chronicle/chronicle-event.js";
 import { createAuditSink } from "./clients/chronicle/factory.js";
 import { createGsap } from "./clients/gsap/factory.js";
 import type { GsapClient } from "./clients/gsap/gsap-client.js";
+import { withHttpInstrumentation } from "./clients/http/http-client.js";
 import type { Settings } from "./config/settings.js";
 import { type UseCases, createUseCases } from "./delegation/use-cases.js";
 import type { EffectKind } from "./domain/index.js";
@@ -24,12 +26,15 @@ import { NOTIFY_CHANNEL, PgNotifier } from "./events/pg-notifier.js";
 import { WatchHub } from "./events/watch-hub.js";
 import { DelegationService } from "./gen/llmbroker/v1/delegation_service_pb.js";
 import { type Logger, createLogger } from "./logging.js";
+import { startObservability } from "./observability/index.js";
 import type { AgentRegistrar } from "./registrars/registrar.js";
 import { createRegistrar } from "./registrars/factory.js";
 import { createAuthenticator } from "./server/authenticator.js";
 import { type RunningServer, startServer } from "./server/create-server.js";
+import { dashboardRoutes } from "./server/dashboard.js";
 import { createDelegationService } from "./server/delegation-service.js";
-import { authentication, errorMapping, intercept, logging } from "./server/interceptors.js";
+import { createDiscovery } from "./server/discovery.js";
+import { authentication, errorMapping, intercept, observe } from "./server/interceptors.js";
 import { limits } from "./server/limits.js";
 import { parseDatabaseUrl } from "./store/database-url.js";
 import { openStore } from "./store/open-store.js";
@@ -49,6 +54,8 @@ export interface BrokerOverrides {
   onExpired?: (lateMs: number) => void;
   /** Told when an event has been handed to every Watch subscriber (benchmarks). */
   onFannedOut?: (eventTime: number, deliveries: number, doneAt: number) => void;
+  /** Export spans here (tests: an InMemorySpanExporter), with or without an OTLP endpoint. */
+  spanExporter?: SpanExporter;
 }
 
 export interface Broker {
@@ -68,9 +75,24 @@ export interface Broker {
 /** Starts the broker described by `settings`. */
 export async function startBroker(settings: Settings, overrides: BrokerOverrides = {}): Promise<Broker> {
   const log = overrides.log ?? createLogger({ level: settings.logLevel });
-  const registrar = overrides.registrar ?? createRegistrar(settings, log);
-  const gsap = overrides.gsap ?? createGsap(settings, log);
-  const sink = overrides.audit ?? createAuditSink(settings, log);
+  // Metrics, tracing and call context (src/observability); the gauges read what is built below, when scraped.
+  const obs = await startObservability(settings, {
+    log,
+    ...(overrides.clock ? { clock: overrides.clock } : {}),
+    spanExporter: overrides.spanExporter,
+    sources: {
+      countActive: async () => (await store.list({ state: "ACTIVE", limit: 0 })).total,
+      watchers: () => hub.subscriberCount,
+      audit: () => background.outbox.health(),
+      effects: async () => (await background.health()).consequences,
+    },
+  });
+  // The drivers' HTTP clients get client spans, traceparent and upstream metrics.
+  const { registrar, gsap, sink } = withHttpInstrumentation(obs.http, () => ({
+    registrar: overrides.registrar ?? createRegistrar(settings, log),
+    gsap: overrides.gsap ?? createGsap(settings, log),
+    sink: overrides.audit ?? createAuditSink(settings, log),
+  }));
   const postgres = parseDatabaseUrl(settings.databaseUrl).provider === "postgresql";
   const store =
     overrides.store ??
@@ -78,11 +100,14 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
   const clock = overrides.clock ?? Date.now;
   const holder = randomUUID();
 
+  // What a commit sets going (the follower, the loops) runs outside the committing call's context.
+  const commits = obs.detachedCommits(store);
   const notifier: RevisionNotifier =
     postgres && !overrides.store
-      ? new PgNotifier({ url: settings.databaseUrl, source: store, log })
-      : new InProcessNotifier(store);
+      ? new PgNotifier({ url: settings.databaseUrl, source: commits, log })
+      : new InProcessNotifier(commits);
   const follower = new LogFollower(store, notifier, { pollMs: settings.watchPollMs, clock, log });
+  if (obs.metrics) follower.add(obs.metrics.onEvents);
   const hub = new WatchHub(store, follower, {
     bufferLimit: settings.watchBufferEvents,
     checkpointMs: settings.watchCheckpointMs,
@@ -93,20 +118,20 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
 
   const useCases = createUseCases(
     {
-      store,
+      store: obs.traced(store),
       registrar,
       gsap,
       settings,
-      log,
+      log: obs.callLog(log),
       clock,
       audit: {
         failClosed: settings.auditFailClosed,
         timeoutMs: settings.auditFailClosedTimeoutMs,
-        ready: () => background.outbox.ready(settings.auditFailClosedTimeoutMs),
-        waitDelivered: (revision, ms) => background.outbox.waitDelivered(revision, ms),
+        ready: obs.detached(() => background.outbox.ready(settings.auditFailClosedTimeoutMs)),
+        waitDelivered: obs.detached((revision: bigint, ms: number) => background.outbox.waitDelivered(revision, ms)),
       },
     },
-    overrides.onExpired ? { onExpired: overrides.onExpired } : {},
+    { onExpired: obs.onExpired(overrides.onExpired) },
   );
   const background: Background = createBackground({
     store,
@@ -121,14 +146,23 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     reconcileIntervalMs: settings.reconcileIntervalMs,
     leaseTtlMs: settings.leaseTtlMs,
     contextCacheMs: settings.gsapChecks.contextCacheMs,
-    ...(overrides.onEffectDone ? { onEffectDone: overrides.onEffectDone } : {}),
+    onEffectDone: obs.onEffectDone(overrides.onEffectDone),
+  });
+
+  // Health (grpc.health.v1, /livez, /readyz) and reflection: unauthenticated, outside the interceptors.
+  const discovery = createDiscovery({
+    settings,
+    store,
+    background,
+    drivers: { registrar: registrar.backend, gsap: gsap.mode, audit: sink.mode },
+    log,
   });
 
   const impl = intercept(DelegationService, createDelegationService({ useCases, hub }), [
-    errorMapping(log), // outermost: every failure below leaves as a safe ConnectError
-    logging(log), // one debug line per call, with the code
+    observe(obs.calls), // outermost: request id, metrics, span and access-log line of every call, with the code the caller gets
+    errorMapping(log), // every failure below leaves as a safe ConnectError
     authentication(createAuthenticator(settings)), // the caller, for the limits, the handlers and the use cases
-    limits(settings.limits, log), // per-principal rates, deadlines, watch streams
+    limits(settings.limits, log, { onRefusal: obs.metrics?.limitRefused }), // per-principal rates, deadlines, watch streams
   ]);
 
   let server: RunningServer | undefined;
@@ -152,7 +186,10 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
             },
           }
         : {}),
+      grpcServices: discovery.grpcServices,
       routes: {
+        ...discovery.routes,
+        ...obs.routes,
         "/healthz": async () => {
           const [revision, audit, work] = await Promise.all([store.headRevision(), background.outbox.health(), background.health()]);
           return {
@@ -168,6 +205,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
             loops: work.loops,
           };
         },
+        ...(settings.dashboardEnabled ? await dashboardRoutes({ onMissing: (m) => log.warn(m) }) : {}),
       },
     });
   } catch (err) {
@@ -175,6 +213,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     await follower.stop();
     await notifier.close();
     await store.close();
+    await obs.shutdown();
     throw err;
   }
   // Listening: now the background catches up with whatever the last run left.
@@ -184,14 +223,20 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
   const running = server;
   let stopping: Promise<void> | undefined;
   const stop = async () => {
-    // Streams first, with UNAVAILABLE and the revision to resume from; then the listeners.
+    // Health says NOT_SERVING and its watches end; then streams, with UNAVAILABLE and the revision to resume from; then the listeners.
+    discovery.close();
+    const started = Date.now();
+    log.info({ graceMs: settings.shutdownGraceMs }, "shutting down: no new calls; calls in flight may finish");
     await hub.close();
-    await running.close();
+    const { cutShort } = await running.close(settings.shutdownGraceMs);
+    if (cutShort > 0) log.warn({ cutShort }, "shutdown grace over: calls still running were answered UNAVAILABLE");
     await background.stop();
     await follower.stop();
     await notifier.close();
     await Promise.all([registrar.close(), gsap.close(), sink.close()]);
     await store.close();
+    await obs.shutdown(); // the spans still buffered
+    log.info({ ms: Date.now() - started }, "stopped");
   };
   return {
     grpcPort: running.grpcPort,

@@ -3,7 +3,8 @@
  * the Python prototype's delegations into DATABASE_URL (pending migrations
  * applied first), checking each live one's identity with the configured
  * registrar. The work is in src/migration/; this file wires settings to it
- * and prints. Exit codes: 0 done (also a dry run), 1 failed, 2 usage.
+ * and prints (its arguments are parsed by migrate-prototype-args.ts, before
+ * any of this is loaded). Exit codes: 0 done (also a dry run), 1 failed, 2 usage.
  */
 import { existsSync } from "node:fs";
 import { eventContentId } from "../clients/chronicle/chronicle-event.js";
@@ -26,38 +27,10 @@ import {
 import { createRegistrar, registrarDriver } from "../registrars/factory.js";
 import { parseDatabaseUrl } from "../store/database-url.js";
 import { openStore } from "../store/open-store.js";
-
-export const MIGRATE_PROTOTYPE_USAGE = `usage: llm-broker migrate-prototype <prototype.db> [--dry-run] [--json]
-
-Imports the delegations of the Python prototype's SQLite database (opened
-read-only) into DATABASE_URL, applying pending migrations first. Live
-delegations become ACTIVE with their remaining TTL and budget; one whose agent
-identity is gone from the identity provider (AGENT_REGISTRAR) is imported and
-revoked (identity_missing); ended ones are not imported. Running it again
-imports nothing twice.
-
-  --dry-run   decide and print what would be done; write nothing
-  --json      print the report as JSON (for scripts)
-
-Exit codes: 0 done, 1 failed, 2 usage.`;
-
-interface Args {
-  path: string;
-  dryRun: boolean;
-  json: boolean;
-}
+import type { MigratePrototypeArgs } from "./migrate-prototype-args.js";
 
 /** Runs the command; resolves with the exit code. */
-export async function migratePrototype(argv: string[], settings: Settings): Promise<number> {
-  const args = parseArgs(argv);
-  if (args === "help") {
-    console.log(MIGRATE_PROTOTYPE_USAGE);
-    return 0;
-  }
-  if (typeof args === "string") {
-    console.error(`migrate-prototype: ${args}\n\n${MIGRATE_PROTOTYPE_USAGE}`);
-    return 2;
-  }
+export async function migratePrototype(args: MigratePrototypeArgs, settings: Settings): Promise<number> {
   const fail = (message: string) => {
     console.error(`migrate-prototype: ${message}`);
     return 1;
@@ -107,22 +80,6 @@ export async function migratePrototype(argv: string[], settings: Settings): Prom
     for (const l of lookups) await l.close().catch(() => {});
     await registrar.close().catch(() => {});
   }
-}
-
-function parseArgs(argv: string[]): Args | "help" | string {
-  const positional: string[] = [];
-  let dryRun = false;
-  let json = false;
-  for (const a of argv) {
-    if (a === "--help" || a === "-h") return "help";
-    else if (a === "--dry-run") dryRun = true;
-    else if (a === "--json") json = true;
-    else if (a.startsWith("-")) return `unknown option ${a}`;
-    else positional.push(a);
-  }
-  if (positional.length === 0) return "the prototype database file is missing";
-  if (positional.length > 1) return `one prototype database at a time (got ${positional.length} files)`;
-  return { path: positional[0]!, dryRun, json };
 }
 
 function print(report: ImportReport, ctx: { prototypePath: string; database: string }, json: boolean): void {

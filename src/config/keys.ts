@@ -10,6 +10,8 @@ export const SETTING_KEYS = [
   "LLM_BROKER_PORT",
   "LLM_BROKER_WEB_PORT",
   "CORS_ORIGINS",
+  "GRPC_REFLECTION",
+  "DASHBOARD_ENABLED",
   "BROKER_DID",
   "DATABASE_URL",
   "ALLOW_DEV_DRIVERS",
@@ -89,11 +91,18 @@ export const SETTING_KEYS = [
   "WATCH_BUFFER_EVENTS",
   "WATCH_POLL_MS",
   "LEASE_TTL_MS",
+  "SHUTDOWN_GRACE_SECONDS",
   "EVENT_RETENTION_HOURS",
   "IDEMPOTENCY_TTL_HOURS",
   "CREATE_INFLIGHT_SECONDS",
   "RECONCILE_INTERVAL_SECONDS",
   "LOG_LEVEL",
+  // Observability: metrics, tracing, request context in logs
+  "METRICS_ENABLED",
+  "LOG_REQUEST_CONTEXT",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+  "OTEL_SERVICE_NAME",
 ] as const;
 
 export type SettingKey = (typeof SETTING_KEYS)[number];
@@ -102,7 +111,9 @@ export type SettingKey = (typeof SETTING_KEYS)[number];
  * The broker's namespaces: a variable starting with one of them that is not
  * in SETTING_KEYS is most likely a typo, and is warned about at start. First
  * words that other programs use as well (DATABASE_, LOG_, DEFAULT_, MAX_, …)
- * are left out so that their variables raise no false alarm.
+ * are left out so that their variables raise no false alarm, and so is
+ * OTEL_: the OpenTelemetry SDK reads many more of them (OTEL_TRACES_SAMPLER,
+ * OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES, …) than the broker does.
  */
 export const SETTING_PREFIXES = [
   "LLM_BROKER_",
@@ -118,6 +129,7 @@ export const SETTING_PREFIXES = [
   "LIMIT_",
   "RATE_LIMIT_",
   "WATCH_",
+  "DASHBOARD_",
 ] as const;
 
 /** Variables in those namespaces that belong to other programs by convention (the broker does not read them). */

@@ -26,6 +26,10 @@ export interface Settings {
   webPort: number;
   databaseUrl: string;
   corsOrigins: string[];
+  /** Serve gRPC server reflection (v1 and v1alpha) on the gRPC port. By default, true. */
+  grpcReflection: boolean;
+  /** Serve the browser dashboard at / on the web port (from dist/web). By default, true. */
+  dashboardEnabled: boolean;
   brokerDid: string;
   agentDidPrefix: string;
   authMode: AuthMode;
@@ -139,11 +143,23 @@ export interface Settings {
   watchPollMs: number;
   /** How long a background loop's lease lasts without renewal: the takeover time after a replica dies. */
   leaseTtlMs: number;
+  /** How long a shutdown lets calls in flight finish before answering them UNAVAILABLE. */
+  shutdownGraceMs: number;
   eventRetentionMs: number;
   idempotencyTtlMs: number;
   /** REQUESTED rows older than this are left over from a crash and compensated. */
   createInflightMs: number;
   logLevel: string;
+  observability: {
+    /** Serve Prometheus metrics at /metrics on the web port. By default, true. */
+    metricsEnabled: boolean;
+    /** Where spans go, OTLP over HTTP; "" (the default) turns tracing off. */
+    otlpTracesUrl: string;
+    /** service.name of the spans. By default, llm-principal-broker. */
+    serviceName: string;
+    /** Carry the request id into every log line of a call, the use cases' too, even with tracing off. By default, false. */
+    logRequestContext: boolean;
+  };
 }
 
 /** The live checks of delegator contexts and the approval flow at GSAP. */
@@ -221,6 +237,22 @@ function databaseUrl(env: Env): string {
   return url;
 }
 
+/**
+ * Metrics, tracing and the request context of log lines. Tracing is on when
+ * an OTLP endpoint is set: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is, else
+ * OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces (as the OpenTelemetry SDKs read them).
+ */
+function observability(env: Env): Settings["observability"] {
+  const endpoint = httpUrl(env, "OTEL_EXPORTER_OTLP_ENDPOINT", "");
+  const tracesEndpoint = httpUrl(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "");
+  return {
+    metricsEnabled: bool(env, "METRICS_ENABLED", true),
+    otlpTracesUrl: tracesEndpoint !== "" ? tracesEndpoint : endpoint === "" ? "" : `${endpoint}/v1/traces`,
+    serviceName: str(env, "OTEL_SERVICE_NAME", "llm-principal-broker"),
+    logRequestContext: bool(env, "LOG_REQUEST_CONTEXT", false),
+  };
+}
+
 /** Reads settings from `env` (by default `process.env`), applying documented defaults. */
 export function loadSettings(env: Env = process.env): Settings {
   const capabilityOrder = list(env, "CAPABILITY_ORDER", ["CAP_READ", "CAP_MUTATE", "CAP_ADMIN"]);
@@ -257,6 +289,8 @@ export function loadSettings(env: Env = process.env): Settings {
     webPort,
     databaseUrl: databaseUrl(env),
     corsOrigins: origins(env, "CORS_ORIGINS", ["http://localhost:3000", "http://localhost:8000"]),
+    grpcReflection: bool(env, "GRPC_REFLECTION", true),
+    dashboardEnabled: bool(env, "DASHBOARD_ENABLED", true),
     brokerDid: str(env, "BROKER_DID", "did:web:guildhouse.dev/service/llm-broker"),
     agentDidPrefix: str(env, "AGENT_DID_PREFIX", "did:web:guildhouse.dev/agent/"),
     ...resolveDrivers(env),
@@ -332,10 +366,12 @@ export function loadSettings(env: Env = process.env): Settings {
     watchBufferEvents: int(env, "WATCH_BUFFER_EVENTS", 1000, 10, 1_000_000),
     watchPollMs: int(env, "WATCH_POLL_MS", 1000, 10, 60_000),
     leaseTtlMs: int(env, "LEASE_TTL_MS", 1200, 300, 60_000),
+    shutdownGraceMs: int(env, "SHUTDOWN_GRACE_SECONDS", 10, 0, 3600) * 1000,
     eventRetentionMs: int(env, "EVENT_RETENTION_HOURS", 168, 1, 87_600) * 60 * MINUTE,
     idempotencyTtlMs: int(env, "IDEMPOTENCY_TTL_HOURS", 24, 1, 8760) * 60 * MINUTE,
     createInflightMs: int(env, "CREATE_INFLIGHT_SECONDS", 120, 1, 86_400) * 1000,
     logLevel: oneOf(env, "LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
+    observability: observability(env),
   };
   checkDrivers(settings);
   return settings;

@@ -65,15 +65,21 @@ export type WebRoute = (() => Promise<unknown>) | { handle: http.RequestListener
 export interface RunningServer {
   grpcPort: number;
   webPort: number;
-  /** Aborted when shutdown starts: streams end. */
+  /** Aborted when shutdown's grace is over: what is still running is answered UNAVAILABLE. */
   shutdownSignal: AbortSignal;
-  close(): Promise<void>;
+  /**
+   * Stops accepting calls, lets the calls in flight finish for up to
+   * `graceMs` (by default 10 s), then answers what is left UNAVAILABLE and
+   * closes every connection. Resolves with what was cut short.
+   */
+  close(graceMs?: number): Promise<{ cutShort: number }>;
 }
 
 /** Answers CORS for configured origins only; requests from other origins get no CORS headers. */
 function withCors(origins: ReadonlySet<string>, next: http.RequestListener): http.RequestListener {
-  const allowHeaders = [...connectCors.allowedHeaders, "Authorization", DEV_DID_HEADER].join(", ");
-  const exposeHeaders = connectCors.exposedHeaders.join(", ");
+  // A browser may send its own request id and trace context, and read the request id back.
+  const allowHeaders = [...connectCors.allowedHeaders, "Authorization", DEV_DID_HEADER, "X-Request-Id", "traceparent", "tracestate"].join(", ");
+  const exposeHeaders = [...connectCors.exposedHeaders, "X-Request-Id"].join(", ");
   const allowMethods = connectCors.allowedMethods.join(", ");
   return (req, res) => {
     const origin = req.headers.origin;
@@ -128,6 +134,39 @@ function peerOf(req: { socket: unknown }): ContextValues {
 
 type AnyMethodImpl = (req: never, ctx: never) => unknown;
 
+const SHUTDOWN = new ConnectError("the server is shutting down", Code.Unavailable);
+
+/**
+ * A Connect unary handler that answers UNAVAILABLE as soon as `shutdown`
+ * aborts (shutdown's grace is over), whatever its handler still waits for.
+ * connect-node aborts every handler's signal then; the listener is removed
+ * when the call ends, so nothing is kept per call.
+ */
+function cutShortOnShutdown(fn: AnyMethodImpl, shutdown: AbortSignal): AnyMethodImpl {
+  return (req, ctx) => {
+    const signal = (ctx as { signal: AbortSignal }).signal;
+    if (shutdown.aborted) return Promise.reject(SHUTDOWN);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        if (shutdown.aborted) reject(SHUTDOWN);
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      Promise.resolve()
+        .then(() => fn(req, ctx))
+        .then(
+          (res) => {
+            signal.removeEventListener("abort", onAbort);
+            resolve(res);
+          },
+          (err: unknown) => {
+            signal.removeEventListener("abort", onAbort);
+            reject(err);
+          },
+        );
+    });
+  };
+}
+
 /** The implementation of `method`; UNIMPLEMENTED when `impl` lacks it, as Connect's router.service() answers. */
 function methodImpl(impl: ServiceImpl<typeof DelegationService>, method: DescMethod): AnyMethodImpl {
   const fn = (impl as unknown as Record<string, AnyMethodImpl | undefined>)[method.localName];
@@ -151,7 +190,7 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     "grpc.keepalive_timeout_ms": 20_000,
     "grpc.keepalive_permit_without_calls": 1,
   });
-  addConnectService(grpcServer, DelegationService, impl, shutdown.signal);
+  const grpcInFlight = addConnectService(grpcServer, DelegationService, impl, shutdown.signal);
   options.grpcServices?.(grpcServer);
   const tls = options.tls;
   const credentials = tls
@@ -170,7 +209,10 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     routes: (router) => {
       for (const method of DelegationService.methods) {
         // (MethodImpl of a method not known statically is `never`.)
-        router.rpc(method, methodImpl(impl, method) as never, { jsonOptions: strictJsonOptions(method.input) });
+        const fn = methodImpl(impl, method);
+        router.rpc(method, (method.methodKind === "unary" ? cutShortOnShutdown(fn, shutdown.signal) : fn) as never, {
+          jsonOptions: strictJsonOptions(method.input),
+        });
       }
     },
     // Unknown fields are refused, never ignored (Connect ignores unknown JSON keys by default):
@@ -182,7 +224,16 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     ...(tls ? { contextValues: peerOf } : {}),
   });
   const routes = new Map(Object.entries(options.routes ?? {}));
+  let webInFlight = 0;
+  let closing = false;
+  const webDone = () => {
+    webInFlight--;
+    // Draining: a keep-alive connection whose last call just finished is closed now, not at its timeout.
+    if (closing) setImmediate(() => web.closeIdleConnections());
+  };
   const listener = withCors(new Set(options.corsOrigins), (req, res) => {
+    webInFlight++;
+    res.once("close", webDone);
     // (A Content-Length body past the limit is refused before any of it is read, and Node discards it.)
     if (req.headers["transfer-encoding"] !== undefined) closeIfBodyUnread(req, res);
     const url = req.url ?? "";
@@ -225,22 +276,26 @@ export async function startServer(impl: ServiceImpl<typeof DelegationService>, o
     grpcPort,
     webPort,
     shutdownSignal: shutdown.signal,
-    async close() {
+    async close(graceMs = 10_000) {
+      // Stop accepting: no new connections; grpc-js sends GOAWAY, idle HTTP/1.1 connections close.
+      closing = true;
+      const grpcDone = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+      const webDone = new Promise<void>((resolve) => web.close(() => resolve()));
+      web.closeIdleConnections();
+      const drained = Promise.all([grpcDone, webDone]).then(() => true);
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
+      const inTime = await Promise.race([drained, graceOver]);
+      clearTimeout(timer);
+      if (inTime) return { cutShort: 0 };
+      // What is still running is answered UNAVAILABLE (never a broken connection), then the connections go.
+      const cutShort = grpcInFlight() + webInFlight;
       shutdown.abort();
-      await Promise.all([
-        new Promise<void>((resolve) => {
-          const force = setTimeout(() => grpcServer.forceShutdown(), 5000);
-          grpcServer.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
-        }),
-        new Promise<void>((resolve) => {
-          web.close(() => resolve());
-          web.closeIdleConnections();
-          setTimeout(() => web.closeAllConnections(), 5000).unref();
-        }),
-      ]);
+      await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 500))]);
+      grpcServer.forceShutdown();
+      web.closeAllConnections();
+      await drained;
+      return { cutShort };
     },
   };
 }

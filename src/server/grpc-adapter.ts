@@ -104,7 +104,7 @@ function valuesFor(call: SurfaceCall): ContextValues {
 /** Calls in progress, aborted together at shutdown (one listener, not one per call). */
 interface LiveCalls {
   shutdown: AbortSignal;
-  calls: Set<AbortController>;
+  calls: Set<GrpcCallContext>;
 }
 
 interface CallContext extends HandlerContext {
@@ -127,7 +127,10 @@ class GrpcCallContext implements CallContext {
   private readonly controller = new AbortController();
   private readonly deadlineAt: number | undefined;
   private header: Headers | undefined;
+  private headerSent = false;
   private trailer: Headers | undefined;
+  /** A unary call's reply, sent once: by the handler, or with UNAVAILABLE when shutdown cuts the call short. */
+  private callback: grpc.sendUnaryData<unknown> | undefined;
 
   constructor(
     readonly service: DescService,
@@ -137,7 +140,7 @@ class GrpcCallContext implements CallContext {
   ) {
     this.signal = this.controller.signal;
     if (live.shutdown.aborted) this.controller.abort(SHUTDOWN);
-    else live.calls.add(this.controller);
+    else live.calls.add(this);
     // `on`, not `once`: grpc-js emits it once, and once() would keep a wrapper and its state per call.
     call.on("cancelled", () => this.controller.abort(CANCELLED));
     const deadline = timeoutOf(call);
@@ -167,13 +170,48 @@ class GrpcCallContext implements CallContext {
     return (this.trailer ??= new Headers());
   }
 
+  /**
+   * Sends the response headers the handler set (x-request-id, …) as the
+   * call's metadata, once, before its first message or its status; grpc-js
+   * would otherwise send empty metadata.
+   */
+  sendHeader(): void {
+    const header = this.header;
+    if (header === undefined || this.headerSent || this.call.cancelled) return;
+    this.headerSent = true;
+    if (process.env.ZZ_NOSEND) return; // ZZ-EXPERIMENT
+    const metadata = new grpc.Metadata();
+    header.forEach((value, key) => (key.endsWith("-bin") ? metadata.set(key, Buffer.from(value, "base64")) : metadata.set(key, value)));
+    this.call.sendMetadata(metadata);
+  }
+
+  /** Makes this a unary call answered through `reply`. */
+  answerWith(callback: grpc.sendUnaryData<unknown>): void {
+    this.callback = callback;
+  }
+
+  /** Answers a unary call, unless shutdown already did. */
+  reply(err: Partial<grpc.StatusObject> | null, res?: unknown): void {
+    const callback = this.callback;
+    if (!callback) return;
+    this.callback = undefined;
+    this.sendHeader();
+    callback(err, res);
+  }
+
+  /** Shutdown's grace is over: the handler's signal aborts and a unary caller gets UNAVAILABLE now. */
+  cutShort(): void {
+    this.controller.abort(SHUTDOWN);
+    this.reply(statusOf(SHUTDOWN));
+  }
+
   finish(): void {
-    this.live.calls.delete(this.controller);
+    this.live.calls.delete(this);
     if (!this.controller.signal.aborted) this.controller.abort(FINISHED);
   }
 }
 
-function contextFor(service: DescService, method: DescMethod, call: SurfaceCall, live: LiveCalls): CallContext {
+function contextFor(service: DescService, method: DescMethod, call: SurfaceCall, live: LiveCalls): GrpcCallContext {
   return new GrpcCallContext(service, method, call, live);
 }
 
@@ -223,18 +261,22 @@ function rawStreamOf(call: grpc.ServerWritableStream<unknown, unknown>): Http2St
   return stream.destroyed || stream.writableEnded ? undefined : stream;
 }
 
-/** Registers every method of `service` on `server`, served by `impl`. */
+/**
+ * Registers every method of `service` on `server`, served by `impl`. When
+ * `shutdown` aborts, calls still running are answered UNAVAILABLE. Returns
+ * a count of the calls in flight.
+ */
 export function addConnectService<S extends DescService>(
   server: grpc.Server,
   service: S,
   impl: ServiceImpl<S>,
   shutdown: AbortSignal,
-): void {
+): () => number {
   const live: LiveCalls = { shutdown, calls: new Set() };
   shutdown.addEventListener(
     "abort",
     () => {
-      for (const c of live.calls) c.abort(SHUTDOWN);
+      for (const c of live.calls) c.cutShort();
       live.calls.clear();
     },
     { once: true },
@@ -265,11 +307,12 @@ export function addConnectService<S extends DescService>(
       handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
         if (call.request instanceof Undecodable) return callback(statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
+        ctx.answerWith(callback);
         Promise.resolve()
           .then(() => handler(call.request, ctx))
           .then(
-            (res) => callback(null, res),
-            (err) => callback(statusOf(err)),
+            (res) => ctx.reply(null, res),
+            (err) => ctx.reply(statusOf(err)),
           )
           .finally(() => ctx.finish());
       };
@@ -285,6 +328,7 @@ export function addConnectService<S extends DescService>(
         ctx.values.set(streamWriterKey, {
           write: (message) => {
             if (call.cancelled || ctx.signal.aborted) return true;
+            ctx.sendHeader();
             const raw = call.writableLength === 0 ? rawStreamOf(call) : undefined;
             waitOn = raw ? "raw" : "call";
             return raw ? raw.write(frameShared(output, message)) : call.write(message);
@@ -299,6 +343,7 @@ export function addConnectService<S extends DescService>(
           try {
             for await (const msg of handler(call.request, ctx) as AsyncIterable<unknown>) {
               if (ctx.signal.aborted) break;
+              ctx.sendHeader();
               if (!call.write(msg)) {
                 await new Promise<void>((resolve) => {
                   const done = () => {
@@ -313,11 +358,15 @@ export function addConnectService<S extends DescService>(
             }
             // A stream the server ends (shutdown) must not look finished: the client resumes.
             if (!call.cancelled) {
+              ctx.sendHeader();
               if (live.shutdown.aborted) call.emit("error", statusOf(SHUTDOWN));
               else call.end();
             }
           } catch (err) {
-            if (!call.cancelled) call.emit("error", statusOf(err));
+            if (!call.cancelled) {
+              ctx.sendHeader();
+              call.emit("error", statusOf(err));
+            }
           } finally {
             ctx.finish();
           }
@@ -326,4 +375,5 @@ export function addConnectService<S extends DescService>(
     }
   }
   server.addService(definition as grpc.ServiceDefinition, handlers);
+  return () => live.calls.size;
 }

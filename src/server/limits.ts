@@ -25,6 +25,8 @@ export interface LimitsOptions {
   clock?: () => number;
   /** Most principals whose rate buckets are kept per method. By default, 100,000. */
   maxTrackedPrincipals?: number;
+  /** Told of each call a limit refuses, with the method and the reason (RATE_LIMITED, TOO_MANY_WATCHES, …), for the metrics. */
+  onRefusal?: (method: string, reason: string) => void;
 }
 
 /**
@@ -57,7 +59,18 @@ export function limits(settings: Settings["limits"], log: Logger, options: Limit
       },
     ],
   ]);
-  const openWatch = watchLimits(settings);
+  const onRefusal = options.onRefusal;
+  const countWatch = watchLimits(settings);
+  const openWatch = onRefusal
+    ? (ctx: HandlerContext) => {
+        try {
+          return countWatch(ctx);
+        } catch (err) {
+          if (err instanceof BrokerError) onRefusal(DelegationService.method.watchDelegations.name, err.reason);
+          throw err;
+        }
+      }
+    : countWatch;
 
   const interceptor: Interceptor = (next, method, streaming) => {
     if (streaming) {
@@ -79,6 +92,7 @@ export function limits(settings: Settings["limits"], log: Logger, options: Limit
     return async (req, ctx) => {
       const r = rate.limiter.take(limitKey(principalOf(ctx)));
       if (!r.ok) {
+        onRefusal?.(method.name, "RATE_LIMITED");
         throw new BrokerError(
           "RESOURCE_EXHAUSTED",
           "RATE_LIMITED",

@@ -1,11 +1,13 @@
 /**
  * The command line as an operator runs it: `serve` prints where it listens
- * and a first call that works, stops cleanly on SIGTERM; `migrate` applies
- * and then reports up to date; bad configuration exits 1 with a clear line;
- * start-up warnings go to stderr; no secret is printed.
+ * and first calls that work (curl and the CLI), stops cleanly on SIGTERM;
+ * `migrate` applies and then reports up to date; bad configuration, a port
+ * in use or a database out of reach exits 1 with one clear line naming the
+ * setting; start-up warnings go to stderr; no secret is printed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -58,7 +60,7 @@ describe("llm-broker CLI", () => {
     expect(second.out()).toMatch(/up to date/);
   });
 
-  it("serve prints its addresses and a first call that works, and exits 0 on SIGTERM", async () => {
+  it("serve prints its addresses and first calls that work (curl and the CLI), and exits 0 on SIGTERM", async () => {
     const s = run(["serve"], { DATABASE_URL: `file:${join(dir, "s.db")}`, LLM_BROKER_PORT: "0", LLM_BROKER_WEB_PORT: "0" });
     try {
       const [, grpcPort] = await waitFor(s.out, /gRPC \(h2c\)\s+127\.0\.0\.1:(\d+)/, s.child);
@@ -72,6 +74,16 @@ describe("llm-broker CLI", () => {
       expect(res.status).toBe(200);
       const json = (await res.json()) as { delegation: { state: string } };
       expect(json.delegation.state).toBe("DELEGATION_STATE_ACTIVE");
+
+      // And the command line's, as printed: its environment, then `npx llm-broker <verb> …`.
+      const [, exported] = await waitFor(s.out, /^ {2}export (LLM_BROKER_ADDR=\S+ LLM_BROKER_AS=\S+)$/m, s.child);
+      const cliEnv = Object.fromEntries(exported!.split(" ").map((kv) => kv.split("=") as [string, string]));
+      expect(cliEnv.LLM_BROKER_ADDR).toBe(`127.0.0.1:${grpcPort}`);
+      const [, delegate] = await waitFor(s.out, /^ {2}npx llm-broker (delegate .*)$/m, s.child);
+      const made = run(delegate!.split(" "), cliEnv);
+      expect(await made.exited).toBe(0);
+      expect(made.out()).toMatch(/^del_\w{26} {2}ACTIVE$/m);
+      expect(made.out()).toMatch(/^ {2}ceiling +CAP_READ$/m);
     } finally {
       s.child.kill("SIGTERM");
     }
@@ -82,6 +94,37 @@ describe("llm-broker CLI", () => {
     const bad = run(["serve"], { LLM_BROKER_PORT: "seventy" });
     expect(await bad.exited).toBe(1);
     expect(bad.err()).toContain("configuration error: LLM_BROKER_PORT");
+  });
+
+  it("a port in use, an unreachable PostgreSQL or an unusable SQLite path is one line naming the setting, exit 1, no password", async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", () => resolve()));
+    const port = (busy.address() as AddressInfo).port;
+    const notADir = join(dir, "a-file");
+    writeFileSync(notADir, "");
+    try {
+      // What it printed, without the dev-driver warnings.
+      const ended = async (r: ReturnType<typeof run>) => ({
+        code: await r.exited,
+        out: r.out(),
+        err: r.err().split("\n").filter((l) => l !== "" && !l.startsWith("warning: ")),
+      });
+      const [grpcInUse, webInUse, postgres, sqlite] = await Promise.all([
+        ended(run(["serve"], { DATABASE_URL: `file:${join(dir, "busy.db")}`, LLM_BROKER_PORT: String(port), LLM_BROKER_WEB_PORT: "0" })),
+        ended(run(["serve"], { DATABASE_URL: `file:${join(dir, "busy2.db")}`, LLM_BROKER_PORT: "0", LLM_BROKER_WEB_PORT: String(port) })),
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+        ended(run(["serve"], { DATABASE_URL: "postgres://broker:secretpw@127.0.0.1:9/llm", LLM_BROKER_PORT: "0", LLM_BROKER_WEB_PORT: "0" })),
+        ended(run(["migrate"], { DATABASE_URL: `file:${join(notADir, "x.db")}` })),
+      ]);
+      expect(grpcInUse).toEqual({ code: 1, out: "", err: [`error: LLM_BROKER_PORT ${port} is in use on 127.0.0.1 (another broker, or another program, listens there)`] });
+      expect(webInUse).toEqual({ code: 1, out: "", err: [`error: LLM_BROKER_WEB_PORT ${port} is in use on 127.0.0.1 (another broker, or another program, listens there)`] });
+      expect(postgres).toEqual({ code: 1, out: "", err: ["error: DATABASE_URL: cannot connect to postgres://broker:***@127.0.0.1:9/llm (ECONNREFUSED)"] });
+      expect(sqlite.code).toBe(1);
+      expect(sqlite.err).toHaveLength(1);
+      expect(sqlite.err[0]).toMatch(new RegExp(`^error: DATABASE_URL: cannot open file:${notADir}/x\\.db \\((EEXIST|ENOTDIR): `));
+    } finally {
+      busy.close();
+    }
   });
 
   it("rejects an unknown command with usage and exit 2", async () => {

@@ -61,6 +61,8 @@ export async function startTestBroker(options: TestBrokerOptions = {}): Promise<
     // Suites create hundreds of delegations as one principal; the limits suite sets its own.
     RATE_LIMIT_CREATE_PER_MINUTE: "1000000",
     RATE_LIMIT_AUTHORIZE_PER_SECOND: "1000000",
+    // A test that stops a broker with calls still in flight should not wait the production 10 s.
+    SHUTDOWN_GRACE_SECONDS: "2",
     ...options.env,
   });
   const log = createLogger({ level: settings.logLevel });

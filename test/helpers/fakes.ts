@@ -32,12 +32,14 @@ export function flakyRegistrar() {
 /** The dev GSAP whose delegated-context request and revocation can be made to fail. */
 export function flakyGsap(ceiling = "CAP_MUTATE") {
   const inner = createDevGsap({ delegatorCeiling: ceiling });
-  const state = { failDelegate: false, failRevoke: false, requests: 0, revoked: [] as string[] };
+  const state = { failDelegate: false, failRevoke: false, delayMs: 0, requests: 0, revoked: [] as string[] };
   const gsap: GsapClient = {
     mode: "dev",
     describeDelegatorContext: (id, did) => inner.describeDelegatorContext(id, did),
     async requestDelegatedContext(req) {
       state.requests++;
+      // A slow GSAP: the request answers after delayMs.
+      if (state.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, state.delayMs));
       if (state.failDelegate) throw new Error("GSAP answered 500");
       return inner.requestDelegatedContext(req);
     },

@@ -10,10 +10,14 @@
  * - 429 and 503 honour Retry-After (seconds or HTTP date), capped;
  * - backoff is exponential with full jitter;
  * - failures are UpstreamErrors (the domain's type: system, failure,
- *   retryable); 4xx answers are returned for the driver to interpret.
+ *   retryable); 4xx answers are returned for the driver to interpret;
+ * - each attempt is observed (HttpInstrumentation): a client span whose W3C
+ *   `traceparent` goes out in the request headers, and its outcome and
+ *   duration for the metrics. Without instrumentation nothing is added.
  */
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
+import { type Attributes, type Span, SpanKind, SpanStatusCode, type TextMapPropagator, type Tracer, context, trace } from "@opentelemetry/api";
 import { Agent, type Dispatcher, request } from "undici";
 import { UpstreamError } from "../../domain/index.js";
 
@@ -38,6 +42,43 @@ export interface HttpClientOptions {
   dispatcher?: Dispatcher;
   /** Sleep function (tests). By default, setTimeout. */
   sleep?: (ms: number) => Promise<void>;
+  /** Spans and metrics of each attempt. By default, those of the enclosing withHttpInstrumentation, else none. */
+  instrumentation?: HttpInstrumentation;
+}
+
+/**
+ * What one attempt came to: an answer (ok: below 400; throttled: 429;
+ * http_4xx; http_5xx) or no answer (timeout, refused, reset: the connection
+ * dropped, unreachable, dns, error: anything else).
+ */
+export type UpstreamOutcome = "ok" | "http_4xx" | "throttled" | "http_5xx" | "timeout" | "refused" | "reset" | "unreachable" | "dns" | "error";
+
+/** How outbound calls are observed (the composition root provides it). */
+export interface HttpInstrumentation {
+  /** Makes a client span per attempt, a child of the active span. */
+  tracer?: Tracer | undefined;
+  /** Writes the span's trace context (traceparent) into the request headers. */
+  propagator?: TextMapPropagator | undefined;
+  /** Told of every attempt, with its outcome and duration in seconds. */
+  onAttempt?: ((system: string, outcome: UpstreamOutcome, seconds: number) => void) | undefined;
+}
+
+let ambientInstrumentation: HttpInstrumentation | undefined;
+
+/**
+ * Runs `build` (synchronously) so that every HttpClient constructed during it
+ * without instrumentation of its own gets `instrumentation`: the drivers'
+ * factories build their clients from settings alone, and this lets the
+ * composition root observe them without threading it through each one.
+ */
+export function withHttpInstrumentation<T>(instrumentation: HttpInstrumentation | undefined, build: () => T): T {
+  const previous = ambientInstrumentation;
+  ambientInstrumentation = instrumentation;
+  try {
+    return build();
+  } finally {
+    ambientInstrumentation = previous;
+  }
 }
 
 export interface HttpRequest {
@@ -89,6 +130,29 @@ function isTimeout(err: unknown): boolean {
   return name === "TimeoutError" || errorCode(err) === "UND_ERR_HEADERS_TIMEOUT" || errorCode(err) === "UND_ERR_BODY_TIMEOUT";
 }
 
+function statusOutcome(status: number): UpstreamOutcome {
+  if (status < 400) return "ok";
+  if (status === 429) return "throttled";
+  return status < 500 ? "http_4xx" : "http_5xx";
+}
+
+const ERROR_OUTCOMES: Record<string, UpstreamOutcome> = {
+  ECONNREFUSED: "refused",
+  UND_ERR_CONNECT_TIMEOUT: "timeout",
+  ENOTFOUND: "dns",
+  EAI_AGAIN: "dns",
+  EHOSTUNREACH: "unreachable",
+  ENETUNREACH: "unreachable",
+  ECONNRESET: "reset",
+  EPIPE: "reset",
+  UND_ERR_SOCKET: "reset",
+  UND_ERR_CLOSED: "reset",
+};
+
+function errorOutcome(err: unknown): UpstreamOutcome {
+  return isTimeout(err) ? "timeout" : (ERROR_OUTCOMES[errorCode(err)] ?? "error");
+}
+
 /** Milliseconds to wait from a Retry-After header (delta-seconds or HTTP-date), or undefined. */
 export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
   if (!value) return undefined;
@@ -118,9 +182,16 @@ export class HttpClient {
   private readonly minBackoffMs: number;
   private readonly maxBackoffMs: number;
   private readonly sleep: (ms: number) => Promise<void>;
+  private readonly tracer: Tracer | undefined;
+  private readonly propagator: TextMapPropagator | undefined;
+  private readonly onAttempt: HttpInstrumentation["onAttempt"];
 
   constructor(options: HttpClientOptions) {
     this.system = options.system;
+    const instrumentation = options.instrumentation ?? ambientInstrumentation;
+    this.tracer = instrumentation?.tracer;
+    this.propagator = instrumentation?.propagator;
+    this.onAttempt = instrumentation?.onAttempt;
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.deadlineMs = options.deadlineMs ?? 30_000;
     this.maxRetries = options.maxRetries ?? 3;
@@ -163,6 +234,9 @@ export class HttpClient {
       if (left <= 0) break;
       const timeout = Math.min(req.timeoutMs ?? this.timeoutMs, left);
       let waitMs: number | undefined;
+      const began = performance.now();
+      const span = this.tracer ? this.startSpan(this.tracer, req, headers, attempt) : undefined;
+      let observed = false;
       try {
         const res = await request(req.url, {
           dispatcher: this.dispatcher,
@@ -172,6 +246,8 @@ export class HttpClient {
           signal: AbortSignal.timeout(timeout),
         });
         const text = await res.body.text();
+        observed = true;
+        this.observe(began, statusOutcome(res.statusCode), span, res.statusCode);
         const response: HttpResponse = { status: res.statusCode, headers: flatHeaders(res.headers), text };
         if (!RETRY_STATUS.has(res.statusCode)) return response;
         lastRetryable = response;
@@ -180,6 +256,7 @@ export class HttpClient {
         if (!(idempotent || res.statusCode === 429)) break;
         waitMs = retryAfterMs(response.headers["retry-after"]);
       } catch (err) {
+        if (!observed) this.observe(began, errorOutcome(err), span, undefined);
         const code = errorCode(err);
         if (isTimeout(err)) {
           last = new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${timeout} ms`, { cause: err });
@@ -200,6 +277,42 @@ export class HttpClient {
     // Only when the last attempt was answered (not a timeout or a dropped connection after it).
     if (req.acceptRetryableStatus && lastRetryable && last?.failure === "status") return lastRetryable;
     throw last ?? new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${this.deadlineMs} ms`);
+  }
+
+  /** A client span for one attempt, its trace context written into `headers`. */
+  private startSpan(tracer: Tracer, req: HttpRequest, headers: Record<string, string>, attempt: number): Span {
+    const attributes: Attributes = { "http.request.method": req.method, "peer.service": this.system };
+    try {
+      const url = new URL(req.url);
+      attributes["server.address"] = url.hostname;
+      attributes["server.port"] = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
+      // Without the query string: it may carry search terms, never needed to read a trace.
+      attributes["url.full"] = `${url.origin}${url.pathname}`;
+    } catch {
+      // undici refuses the URL in a moment; the span says so.
+    }
+    if (attempt > 0) attributes["http.request.resend_count"] = attempt;
+    const parent = context.active();
+    const span = tracer.startSpan(`${this.system} ${req.method}`, { kind: SpanKind.CLIENT, attributes }, parent);
+    this.propagator?.inject(trace.setSpan(parent, span), headers, {
+      set: (carrier, key, value) => {
+        (carrier as Record<string, string>)[key] = value;
+      },
+    });
+    return span;
+  }
+
+  /** Records one attempt's outcome: metrics, and the end of its span. */
+  private observe(began: number, outcome: UpstreamOutcome, span: Span | undefined, status: number | undefined): void {
+    this.onAttempt?.(this.system, outcome, (performance.now() - began) / 1000);
+    if (!span) return;
+    if (status !== undefined) span.setAttribute("http.response.status_code", status);
+    // As OpenTelemetry's HTTP conventions have it for a client: 4xx and 5xx are errors, as is no answer.
+    if (outcome !== "ok") {
+      span.setAttribute("error.type", status !== undefined ? String(status) : outcome);
+      span.setStatus({ code: SpanStatusCode.ERROR });
+    }
+    span.end();
   }
 
   /** Parses a JSON answer; a body that is not JSON is a malformed answer. */
