@@ -160,7 +160,8 @@ export function createBackground(o: BackgroundOptions): Background {
       const [idp, gsap] = await Promise.all([o.store.effectBacklog("idp_delete"), o.store.effectBacklog("gsap_revoke")]);
       const state = (l: Loop, backlog: EffectBacklog) => ({
         ...backlog,
-        failing: l.health.failures > 0 && backlog.pending > 0,
+        // Failing: work is waiting that has failed at least once (a run that found nothing due yet does not clear it).
+        failing: backlog.pending > 0 && (l.health.failures > 0 || backlog.retrying > 0),
         lastError: l.health.lastError,
       });
       return {

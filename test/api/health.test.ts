@@ -210,7 +210,7 @@ describe.each(DRIVERS)("grpc.health.v1 and the HTTP probes (%s)", (driver) => {
       await t.broker.follower.catchUp();
       await t.broker.background.gsapRevoke.runOnce().catch(() => undefined);
       await t.broker.background.idpCleanup.runOnce().catch(() => undefined);
-      await eventually("gsap and idp NOT_SERVING", async () => (await health.check(`${SERVICE}/gsap`)) === S.NOT_SERVING && (await health.check(`${SERVICE}/idp`)) === S.NOT_SERVING);
+      await eventually("gsap and idp NOT_SERVING", async () => (await health.check(`${SERVICE}/gsap`)) === S.NOT_SERVING && (await health.check(`${SERVICE}/idp`)) === S.NOT_SERVING, 15_000);
       // The broker itself still serves (revokes and reads work), and so /readyz is 200, naming the failing ones.
       expect(await health.check("")).toBe(S.SERVING);
       expect(await health.check(`${SERVICE}/audit`)).toBe(S.SERVING);
