@@ -18,6 +18,7 @@ import type { Done } from "./delegations.js";
 import { type ClientFlags, clientOptions, nonEmpty, wholeNumber } from "./options.js";
 import type { Output } from "./output.js";
 import { ceremonyBlock, ceremonyStateText, ceremonyTable, json, printJson } from "./render.js";
+import { collectPages } from "./pages.js";
 
 const STATES = ["pending", "approved", "denied", "expired", "used"] as const;
 
@@ -87,17 +88,13 @@ export function addCeremonyVerbs(program: Command, done: Done): void {
     done(
       await runVerb(flags, async (conn, out) => {
         const state = CeremonyState[flags.state.toUpperCase() as keyof typeof CeremonyState];
-        const ceremonies: Ceremony[] = [];
-        let token = flags.pageToken ?? "";
-        for (;;) {
+        const { items: ceremonies, next: token } = await collectPages<Ceremony>(flags.pageToken ?? "", flags.all === true, async (pageToken) => {
           const page = await conn.client.listCeremonies(
-            { delegationId: flags.delegation ?? "", state, pageSize: flags.pageSize ?? 0, pageToken: token },
+            { delegationId: flags.delegation ?? "", state, pageSize: flags.pageSize ?? 0, pageToken },
             conn.unary,
           );
-          ceremonies.push(...page.ceremonies);
-          token = page.nextPageToken;
-          if (!flags.all || token === "") break;
-        }
+          return { items: page.ceremonies, next: page.nextPageToken };
+        });
         if (out.json) printJson(out, json(ListCeremoniesResponseSchema, create(ListCeremoniesResponseSchema, { ceremonies, nextPageToken: token })));
         else if (ceremonies.length === 0) out.out(`no ${flags.state} ceremonies`);
         else {

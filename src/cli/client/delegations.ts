@@ -21,6 +21,7 @@ import type { Connection } from "./connection.js";
 import { type ClientFlags, clientOptions, collect, nonEmpty, parseDuration, wholeNumber } from "./options.js";
 import { type Output, fields } from "./output.js";
 import { delegationBlock, delegationTable, json, printJson, stateText } from "./render.js";
+import { collectPages } from "./pages.js";
 
 /** The verbs' actions, given their exit code. */
 export type Done = (code: number) => void;
@@ -211,19 +212,12 @@ interface ListFlags extends ClientFlags {
 
 async function list(conn: Connection, out: Output, f: ListFlags): Promise<number> {
   const state = DelegationState[f.state.toUpperCase() as keyof typeof DelegationState];
-  const delegations: Delegation[] = [];
-  let token = f.pageToken ?? "";
   let total = 0;
-  for (;;) {
-    const page = await conn.client.listAgents(
-      { state, delegatorDid: f.delegator ?? "", pageSize: f.pageSize ?? 0, pageToken: token },
-      conn.unary,
-    );
-    delegations.push(...page.delegations);
+  const { items: delegations, next: token } = await collectPages<Delegation>(f.pageToken ?? "", f.all === true, async (pageToken) => {
+    const page = await conn.client.listAgents({ state, delegatorDid: f.delegator ?? "", pageSize: f.pageSize ?? 0, pageToken }, conn.unary);
     total = page.totalSize;
-    token = page.nextPageToken;
-    if (!f.all || token === "") break;
-  }
+    return { items: page.delegations, next: page.nextPageToken };
+  });
   if (out.json) {
     printJson(out, json(ListAgentsResponseSchema, create(ListAgentsResponseSchema, { delegations, nextPageToken: token, totalSize: total })));
     return EXIT.ok;
