@@ -16,7 +16,7 @@ import { eventContentId } from "./clients/chronicle/chronicle-event.js";
 import { createAuditSink } from "./clients/chronicle/factory.js";
 import { createGsap } from "./clients/gsap/factory.js";
 import type { GsapClient } from "./clients/gsap/gsap-client.js";
-import { withHttpInstrumentation } from "./clients/http/http-client.js";
+import { withHttpDefaults } from "./clients/http/http-client.js";
 import type { Settings } from "./config/settings.js";
 import { type UseCases, createUseCases } from "./delegation/use-cases.js";
 import type { EffectKind } from "./domain/index.js";
@@ -87,8 +87,9 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
       effects: async () => (await background.health()).consequences,
     },
   });
-  // The drivers' HTTP clients get client spans, traceparent and upstream metrics.
-  const { registrar, gsap, sink } = withHttpInstrumentation(obs.http, () => ({
+  // The drivers' HTTP clients get client spans, traceparent and upstream metrics, and are abandoned when the shutdown grace ends.
+  const abandonUpstream = new AbortController();
+  const { registrar, gsap, sink } = withHttpDefaults({ instrumentation: obs.http, abandon: abandonUpstream.signal }, () => ({
     registrar: overrides.registrar ?? createRegistrar(settings, log),
     gsap: overrides.gsap ?? createGsap(settings, log),
     sink: overrides.audit ?? createAuditSink(settings, log),
@@ -228,9 +229,13 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     const started = Date.now();
     log.info({ graceMs: settings.shutdownGraceMs }, "shutting down: no new calls; calls in flight may finish");
     await hub.close();
+    // Past the grace nothing waits on an upstream: calls in flight and retries are abandoned (their work stays stored for the next run).
+    const graceOver = setTimeout(() => abandonUpstream.abort(), settings.shutdownGraceMs);
     const { cutShort } = await running.close(settings.shutdownGraceMs);
     if (cutShort > 0) log.warn({ cutShort }, "shutdown grace over: calls still running were answered UNAVAILABLE");
     await background.stop();
+    clearTimeout(graceOver);
+    abandonUpstream.abort();
     await follower.stop();
     await notifier.close();
     await Promise.all([registrar.close(), gsap.close(), sink.close()]);

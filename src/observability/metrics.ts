@@ -73,7 +73,7 @@ export class BrokerMetrics {
 
     this.upstreamTotal = new Counter({
       name: "llm_broker_upstream_requests_total",
-      help: "HTTP requests to external systems (each attempt), by system and outcome (ok, http_4xx, throttled, http_5xx, timeout, refused, reset, unreachable, dns, error).",
+      help: "HTTP requests to external systems (each attempt), by system and outcome (ok, http_4xx, throttled, http_5xx, timeout, refused, reset, unreachable, dns, error, abandoned: given up at shutdown).",
       labelNames: ["system", "outcome"],
       registers,
     });

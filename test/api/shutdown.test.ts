@@ -9,7 +9,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { afterEach, describe, expect, it } from "vitest";
 import { DelegationState } from "../../src/gen/llmbroker/v1/delegation_pb.js";
 import { ALICE, type TestBroker, as, startTestBroker } from "../helpers/broker.js";
+import { GsapFake } from "../fakes/gsap-fake.js";
 import { flakyGsap } from "../helpers/fakes.js";
+import { GSAP_TOKEN } from "../helpers/real-world.js";
 import { collect } from "../helpers/watch.js";
 
 const create = { delegatorAcId: "ac-1", scope: { maxCommands: 5 } };
@@ -77,5 +79,41 @@ describe("graceful shutdown", () => {
     const took = Date.now() - began;
     expect(took).toBeGreaterThanOrEqual(1_000);
     expect(took).toBeLessThan(5_000);
+  });
+
+  it("abandons upstream calls still in flight when the grace ends, instead of waiting out their own timeout", async () => {
+    const gsap = await GsapFake.start({ bearerToken: GSAP_TOKEN });
+    try {
+      gsap.setContext({ contextId: "ac-1", status: "authorized", principalDid: ALICE, capabilityCeiling: "CAP_MUTATE" });
+      t = await startTestBroker({
+        env: {
+          SHUTDOWN_GRACE_SECONDS: "1",
+          GSAP_DRIVER: "http",
+          GSAP_BROKER_URL: gsap.url,
+          GSAP_BEARER_TOKEN: GSAP_TOKEN,
+          HTTP_TIMEOUT_SECONDS: "30",
+        },
+      });
+      // The real HTTP driver's request for the agent's context hangs far longer than the grace.
+      gsap.faultMethod = "POST";
+      gsap.delayNext(1, 60_000);
+      const call = t.grpc.unary("createDelegation", create, as(ALICE)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      for (let i = 0; i < 300 && gsap.requestsOf("POST").length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(gsap.requestsOf("POST")).toHaveLength(1);
+      const began = Date.now();
+      await t.broker.stop();
+      const took = Date.now() - began;
+      expect((await call) as { code: number }).toMatchObject({ code: Code.Unavailable });
+      // GSAP saw the broker drop the request at the end of the grace, not 30 s later.
+      expect(gsap.abandoned).toHaveLength(1);
+      expect(gsap.abandoned[0]! - began).toBeGreaterThanOrEqual(900);
+      expect(gsap.abandoned[0]! - began).toBeLessThan(3_000);
+      expect(took).toBeLessThan(5_000);
+    } finally {
+      await gsap.close();
+    }
   });
 });

@@ -286,6 +286,46 @@ describe("HttpClient deadlines", () => {
   });
 });
 
+describe("HttpClient abandoned at shutdown", () => {
+  it("cancels the request in flight at once, with a retryable UNAVAILABLE, and sends no retry", async () => {
+    server.fallback = hang;
+    const abandon = new AbortController();
+    const call = failure(makeClient({ timeoutMs: 30_000, abandon: abandon.signal }).send({ method: "GET", url: `${server.url}/x` }));
+    for (let i = 0; i < 200 && server.hits.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    const began = Date.now();
+    abandon.abort();
+    const err = await call;
+    expect(Date.now() - began).toBeLessThan(500);
+    expect(err.message).toBe("test call abandoned: the broker is shutting down");
+    expect(err.retryable).toBe(true);
+    expect(callerCode(err)).toBe("UNAVAILABLE");
+    expect(server.hits).toHaveLength(1);
+  });
+
+  it("ends a backoff wait (here a Retry-After of 5 s) instead of sleeping it out", async () => {
+    server.fallback = status(503, { "retry-after": "5" });
+    const abandon = new AbortController();
+    const c = makeClient({ maxBackoffMs: 10_000, abandon: abandon.signal, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) });
+    const call = failure(c.send({ method: "GET", url: `${server.url}/x` }));
+    for (let i = 0; i < 200 && server.hits.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 50));
+    const began = Date.now();
+    abandon.abort();
+    const err = await call;
+    expect(Date.now() - began).toBeLessThan(500);
+    expect(err.message).toMatch(/abandoned/);
+    expect(server.hits).toHaveLength(1);
+  });
+
+  it("sends nothing once abandoned", async () => {
+    const abandon = new AbortController();
+    abandon.abort();
+    const err = await failure(makeClient({ abandon: abandon.signal }).send({ method: "POST", url: `${server.url}/x`, json: {} }));
+    expect(err.message).toMatch(/abandoned/);
+    expect(server.hits).toHaveLength(0);
+  });
+});
+
 describe("HttpClient requests and answers", () => {
   it("sends JSON with its content type and accepts JSON", async () => {
     await makeClient().send({ method: "POST", url: `${server.url}/x`, json: { a: [1, "b"] }, headers: { "x-extra": "1" } });

@@ -82,6 +82,8 @@ export class GsapFake extends LoopbackFake {
   answerOverrides: Record<string, unknown> = {};
   /** Revocations that succeeded, in order: context id, reason and delegation id sent, Date.now() on arrival. */
   readonly revocations: { contextId: string; reason: unknown; delegationId: unknown; at: number }[] = [];
+  /** When each request the caller gave up on (its connection closed before the answer) was dropped, in ms since the epoch. */
+  readonly abandoned: number[] = [];
 
   private readonly faults: Fault[] = [];
   /** When set, queued faults apply only to requests with this method (others pass untouched). */
@@ -163,6 +165,9 @@ export class GsapFake extends LoopbackFake {
     }
     const path = req.url ?? "/";
     this.requests.push({ method: req.method ?? "", path, headers: req.headers, text, body });
+    res.once("close", () => {
+      if (!res.writableFinished) this.abandoned.push(Date.now());
+    });
 
     const targeted =
       (this.faultMethod === undefined || req.method === this.faultMethod) && (this.faultPathSuffix === undefined || path.endsWith(this.faultPathSuffix));

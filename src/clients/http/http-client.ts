@@ -42,16 +42,36 @@ export interface HttpClientOptions {
   dispatcher?: Dispatcher;
   /** Sleep function (tests). By default, setTimeout. */
   sleep?: (ms: number) => Promise<void>;
-  /** Spans and metrics of each attempt. By default, those of the enclosing withHttpInstrumentation, else none. */
+  /** Spans and metrics of each attempt. By default, those of the enclosing withHttpDefaults, else none. */
   instrumentation?: HttpInstrumentation;
+  /**
+   * When it aborts, the client gives up: requests in flight are cancelled, no
+   * retry or backoff starts, and every call rejects with a retryable
+   * UpstreamError (the work stays where it was stored, for the next run). The
+   * broker aborts it at the end of its shutdown grace. By default, that of
+   * the enclosing withHttpDefaults, else none.
+   */
+  abandon?: AbortSignal;
 }
 
 /**
  * What one attempt came to: an answer (ok: below 400; throttled: 429;
  * http_4xx; http_5xx) or no answer (timeout, refused, reset: the connection
- * dropped, unreachable, dns, error: anything else).
+ * dropped, unreachable, dns, error: anything else; abandoned: given up at
+ * shutdown).
  */
-export type UpstreamOutcome = "ok" | "http_4xx" | "throttled" | "http_5xx" | "timeout" | "refused" | "reset" | "unreachable" | "dns" | "error";
+export type UpstreamOutcome =
+  | "ok"
+  | "http_4xx"
+  | "throttled"
+  | "http_5xx"
+  | "timeout"
+  | "refused"
+  | "reset"
+  | "unreachable"
+  | "dns"
+  | "error"
+  | "abandoned";
 
 /** How outbound calls are observed (the composition root provides it). */
 export interface HttpInstrumentation {
@@ -63,21 +83,28 @@ export interface HttpInstrumentation {
   onAttempt?: ((system: string, outcome: UpstreamOutcome, seconds: number) => void) | undefined;
 }
 
-let ambientInstrumentation: HttpInstrumentation | undefined;
+/** What the composition root gives every HttpClient the drivers build. */
+export interface HttpDefaults {
+  instrumentation?: HttpInstrumentation | undefined;
+  abandon?: AbortSignal | undefined;
+}
+
+let ambient: HttpDefaults = {};
 
 /**
  * Runs `build` (synchronously) so that every HttpClient constructed during it
- * without instrumentation of its own gets `instrumentation`: the drivers'
- * factories build their clients from settings alone, and this lets the
- * composition root observe them without threading it through each one.
+ * gets `defaults` where its options name none: the drivers' factories build
+ * their clients from settings alone, and this lets the composition root
+ * observe them and abandon their calls at shutdown without threading either
+ * through each one.
  */
-export function withHttpInstrumentation<T>(instrumentation: HttpInstrumentation | undefined, build: () => T): T {
-  const previous = ambientInstrumentation;
-  ambientInstrumentation = instrumentation;
+export function withHttpDefaults<T>(defaults: HttpDefaults, build: () => T): T {
+  const previous = ambient;
+  ambient = defaults;
   try {
     return build();
   } finally {
-    ambientInstrumentation = previous;
+    ambient = previous;
   }
 }
 
@@ -185,10 +212,12 @@ export class HttpClient {
   private readonly tracer: Tracer | undefined;
   private readonly propagator: TextMapPropagator | undefined;
   private readonly onAttempt: HttpInstrumentation["onAttempt"];
+  private readonly abandon: AbortSignal | undefined;
 
   constructor(options: HttpClientOptions) {
     this.system = options.system;
-    const instrumentation = options.instrumentation ?? ambientInstrumentation;
+    const instrumentation = options.instrumentation ?? ambient.instrumentation;
+    this.abandon = options.abandon ?? ambient.abandon;
     this.tracer = instrumentation?.tracer;
     this.propagator = instrumentation?.propagator;
     this.onAttempt = instrumentation?.onAttempt;
@@ -230,6 +259,7 @@ export class HttpClient {
     let last: UpstreamError | undefined;
     let lastRetryable: HttpResponse | undefined;
     for (let attempt = 0; ; attempt++) {
+      if (this.abandon?.aborted) throw this.abandoned();
       const left = this.deadlineMs - (Date.now() - started);
       if (left <= 0) break;
       const timeout = Math.min(req.timeoutMs ?? this.timeoutMs, left);
@@ -243,7 +273,7 @@ export class HttpClient {
           method: req.method,
           headers,
           body,
-          signal: AbortSignal.timeout(timeout),
+          signal: this.abandon ? AbortSignal.any([AbortSignal.timeout(timeout), this.abandon]) : AbortSignal.timeout(timeout),
         });
         const text = await res.body.text();
         observed = true;
@@ -256,6 +286,10 @@ export class HttpClient {
         if (!(idempotent || res.statusCode === 429)) break;
         waitMs = retryAfterMs(response.headers["retry-after"]);
       } catch (err) {
+        if (this.abandon?.aborted) {
+          if (!observed) this.observe(began, "abandoned", span, undefined);
+          throw this.abandoned(err);
+        }
         if (!observed) this.observe(began, errorOutcome(err), span, undefined);
         const code = errorCode(err);
         if (isTimeout(err)) {
@@ -272,11 +306,35 @@ export class HttpClient {
       const backoff = Math.random() * Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** attempt);
       const delay = Math.min(this.maxBackoffMs, waitMs ?? backoff);
       if (Date.now() - started + delay >= this.deadlineMs) break;
-      await this.sleep(delay);
+      await this.backoff(delay);
     }
     // Only when the last attempt was answered (not a timeout or a dropped connection after it).
     if (req.acceptRetryableStatus && lastRetryable && last?.failure === "status") return lastRetryable;
     throw last ?? new UpstreamError(this.system, "timeout", `${this.system} did not answer within ${this.deadlineMs} ms`);
+  }
+
+  /** Sleeps before a retry; an abandonment ends the wait (and the next turn of the loop throws). */
+  private backoff(ms: number): Promise<void> {
+    const abandon = this.abandon;
+    if (!abandon) return this.sleep(ms);
+    if (abandon.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        abandon.removeEventListener("abort", done);
+        resolve();
+      };
+      abandon.addEventListener("abort", done, { once: true });
+      this.sleep(ms).then(done, done);
+    });
+  }
+
+  /** The error of a call given up at shutdown: retryable, so the work it served is tried again by the next run. */
+  private abandoned(cause?: unknown): UpstreamError {
+    return new UpstreamError(this.system, "unreachable", `${this.system} call abandoned: the broker is shutting down`, {
+      ...(cause === undefined ? {} : { cause }),
+      reason: `${this.system.toUpperCase()}_UNAVAILABLE`,
+      retryable: true,
+    });
   }
 
   /** A client span for one attempt, its trace context written into `headers`. */
