@@ -179,7 +179,6 @@ class GrpcCallContext implements CallContext {
     const header = this.header;
     if (header === undefined || this.headerSent || this.call.cancelled) return;
     this.headerSent = true;
-    if (process.env.ZZ_NOSEND) return; // ZZ-EXPERIMENT
     const metadata = new grpc.Metadata();
     header.forEach((value, key) => (key.endsWith("-bin") ? metadata.set(key, Buffer.from(value, "base64")) : metadata.set(key, value)));
     this.call.sendMetadata(metadata);

@@ -181,7 +181,7 @@ export function observe(o: ObserveOptions): Interceptor {
     ctx.values.set(requestHeaderKey, headers);
     const requestId = requestIdFrom(headers.get(REQUEST_ID_HEADER));
     ctx.values.set(requestIdKey, requestId);
-    if (!process.env.ZZ_NOHDR) ctx.responseHeader.set(REQUEST_ID_HEADER, process.env.ZZ_CONST ? "constant-value-16" : requestId); // ZZ-EXPERIMENT
+    ctx.responseHeader.set(REQUEST_ID_HEADER, requestId);
     if (!tracer) return { start, requestId, span: undefined, active: ROOT_CONTEXT };
     const parent = propagator ? propagator.extract(ROOT_CONTEXT, headers, HEADERS) : ROOT_CONTEXT;
     const span = tracer.startSpan(
@@ -244,7 +244,6 @@ export function observe(o: ObserveOptions): Interceptor {
 
   return withStreamHooks((next, method, streaming) => {
     if (streaming) return hooked(next, method, [stream]);
-    if (process.env.ZZ_NOOBS) return next; // ZZ-EXPERIMENT
     const series = metrics?.method(method.name);
     return async (req, ctx) => {
       const call = begin(ctx, method);
