@@ -9,6 +9,7 @@ import { Code, ConnectError, type ContextKey, type ContextValues, type HandlerCo
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Http2Stream } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
+import { LightHeaders } from "./light-headers.js";
 import { connectionKey, peerKey } from "./principal.js";
 import { streamWriterKey } from "./stream-writer.js";
 import { findUnknownField, unknownFieldError } from "./unknown-fields.js";
@@ -114,17 +115,20 @@ interface CallContext extends HandlerContext {
 
 /**
  * The HandlerContext of one grpc-js call. Lighter than Connect's
- * createHandlerContext (one AbortController instead of linked ones per call):
+ * createHandlerContext (at most one AbortController, made only when a handler
+ * reads the signal, instead of linked ones per call):
  * grpc-js enforces the deadline itself and reports it, like a client cancel,
  * as "cancelled". A class, so its accessors live on the prototype and a
  * long-lived stream holds only its fields.
  */
 class GrpcCallContext implements CallContext {
-  readonly signal: AbortSignal;
   readonly requestMethod = "POST";
   readonly protocolName = "grpc";
   readonly values: ContextValues;
-  private readonly controller = new AbortController();
+  /** Made when a handler first reads `signal` (most never do: GetDelegation and AuthorizeCommand take none). */
+  private controller: AbortController | undefined;
+  /** Why the call ended before `signal` was read, if it did. */
+  private ended: unknown;
   private readonly deadlineAt: number | undefined;
   private header: Headers | undefined;
   private headerSent = false;
@@ -138,14 +142,28 @@ class GrpcCallContext implements CallContext {
     private readonly call: SurfaceCall,
     private readonly live: LiveCalls,
   ) {
-    this.signal = this.controller.signal;
-    if (live.shutdown.aborted) this.controller.abort(SHUTDOWN);
+    if (live.shutdown.aborted) this.ended = SHUTDOWN;
     else live.calls.add(this);
     // `on`, not `once`: grpc-js emits it once, and once() would keep a wrapper and its state per call.
-    call.on("cancelled", () => this.controller.abort(CANCELLED));
+    call.on("cancelled", () => this.abort(CANCELLED));
     const deadline = timeoutOf(call);
     this.deadlineAt = deadline === undefined ? undefined : Date.now() + deadline;
     this.values = valuesFor(call);
+  }
+
+  /** Aborts when the client cancels or its deadline passes, at shutdown's end, and when the call is over. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.ended !== undefined) this.controller.abort(this.ended);
+    }
+    return this.controller.signal;
+  }
+
+  private abort(reason: unknown): void {
+    if (this.ended !== undefined) return;
+    this.ended = reason;
+    this.controller?.abort(reason);
   }
 
   get url(): string {
@@ -159,15 +177,15 @@ class GrpcCallContext implements CallContext {
   // Built on each access, not kept: authentication reads it once, and a Watch stream
   // would otherwise hold a Headers object for its whole life.
   get requestHeader(): Headers {
-    return new Headers(headersOf(this.call.metadata));
+    return new LightHeaders(headersOf(this.call.metadata));
   }
 
   get responseHeader(): Headers {
-    return (this.header ??= new Headers());
+    return (this.header ??= new LightHeaders());
   }
 
   get responseTrailer(): Headers {
-    return (this.trailer ??= new Headers());
+    return (this.trailer ??= new LightHeaders());
   }
 
   /**
@@ -200,13 +218,13 @@ class GrpcCallContext implements CallContext {
 
   /** Shutdown's grace is over: the handler's signal aborts and a unary caller gets UNAVAILABLE now. */
   cutShort(): void {
-    this.controller.abort(SHUTDOWN);
+    this.abort(SHUTDOWN);
     this.reply(statusOf(SHUTDOWN));
   }
 
   finish(): void {
     this.live.calls.delete(this);
-    if (!this.controller.signal.aborted) this.controller.abort(FINISHED);
+    this.abort(FINISHED);
   }
 }
 

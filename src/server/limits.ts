@@ -186,50 +186,66 @@ class StreamCounter {
  * which a retry with the same request_id replays.
  */
 function capDeadline(next: AnyHandler, rpc: string, maxMs: number, log: Logger): AnyHandler {
-  return async (req, ctx) => {
+  return (req, ctx) => {
     const clientMs = ctx.timeoutMs();
     if (clientMs !== undefined && clientMs <= maxMs) return next(req, ctx);
 
-    const controller = new AbortController();
-    const follow = () => controller.abort(ctx.signal.reason);
-    if (ctx.signal.aborted) follow();
-    else ctx.signal.addEventListener("abort", follow, { once: true });
     const capAt = Date.now() + maxMs;
+    // The capped signal is made only if the handler reads it (most take none), and follows the caller's.
+    let controller: AbortController | undefined;
+    let expiredWith: BrokerError | undefined;
+    const follow = () => controller!.abort(ctx.signal.reason);
+    const signal = (): AbortSignal => {
+      if (!controller) {
+        controller = new AbortController();
+        if (expiredWith) controller.abort(expiredWith);
+        else if (ctx.signal.aborted) follow();
+        else ctx.signal.addEventListener("abort", follow, { once: true });
+      }
+      return controller.signal;
+    };
     // The transports' contexts are plain objects (or closures behind getters): a prototype copy shares them.
     const cappedCtx: HandlerContext = Object.create(ctx, {
-      signal: { value: controller.signal },
+      signal: { get: signal },
       timeoutMs: { value: () => Math.max(0, capAt - Date.now()) },
     });
 
     const start = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    let expired = false;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        expired = true;
-        const err = new BrokerError(
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        expiredWith = new BrokerError(
           "DEADLINE_EXCEEDED",
           "DEADLINE_CAPPED",
           `${rpc} did not finish within the server's limit of ${maxMs / 1000} s; its outcome is unknown (retry a mutation with the same request_id)`,
           { metadata: { max_deadline_ms: String(maxMs) } },
         );
-        controller.abort(err);
-        reject(err);
+        controller?.abort(expiredWith);
+        reject(expiredWith);
       }, maxMs);
-    });
-    const work = Promise.resolve().then(() => next(req, cappedCtx));
-    try {
-      return await Promise.race([work, deadline]);
-    } finally {
-      clearTimeout(timer);
-      ctx.signal.removeEventListener("abort", follow);
-      if (expired) {
-        // The caller has its answer; say how the abandoned work ended, for the operator.
-        work.then(
-          () => log.warn({ rpc, ms: Math.round(performance.now() - start) }, "call succeeded after its deadline cap; the caller was told DEADLINE_EXCEEDED"),
-          (err: unknown) => log.warn({ rpc, ms: Math.round(performance.now() - start), err }, "call failed after its deadline cap"),
-        );
+      const settle = (ok: boolean, value: unknown) => {
+        if (controller) ctx.signal.removeEventListener("abort", follow);
+        if (expiredWith) {
+          // The caller has its answer; say how the abandoned work ended, for the operator.
+          const ms = Math.round(performance.now() - start);
+          if (ok) log.warn({ rpc, ms }, "call succeeded after its deadline cap; the caller was told DEADLINE_EXCEEDED");
+          else log.warn({ rpc, ms, err: value }, "call failed after its deadline cap");
+          return;
+        }
+        clearTimeout(timer);
+        if (ok) resolve(value);
+        else reject(value);
+      };
+      let work: unknown;
+      try {
+        work = next(req, cappedCtx);
+      } catch (err) {
+        settle(false, err);
+        return;
       }
-    }
+      Promise.resolve(work).then(
+        (value) => settle(true, value),
+        (err: unknown) => settle(false, err),
+      );
+    });
   };
 }
