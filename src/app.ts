@@ -23,6 +23,7 @@ import type { EffectKind } from "./domain/index.js";
 import { LogFollower } from "./events/log-follower.js";
 import { InProcessNotifier, type RevisionNotifier } from "./events/notifier.js";
 import { NOTIFY_CHANNEL, PgNotifier } from "./events/pg-notifier.js";
+import { DelegationReadModel } from "./events/read-model.js";
 import { WatchHub } from "./events/watch-hub.js";
 import { DelegationService } from "./gen/llmbroker/v1/delegation_service_pb.js";
 import { type Logger, createLogger } from "./logging.js";
@@ -117,9 +118,15 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
     ...(overrides.onFannedOut ? { onFannedOut: overrides.onFannedOut } : {}),
   });
 
+  // GetDelegation from memory: misses read the (traced) store; every applied event drops what it changed.
+  const traced = obs.traced(store);
+  const reads = new DelegationReadModel({ get: (id) => traced.get(id), onCommit: (l) => store.onCommit(l) }, { maxAgeMs: settings.readModelMaxAgeMs, clock });
+  follower.add(reads.apply);
+
   const useCases = createUseCases(
     {
-      store: obs.traced(store),
+      store: traced,
+      reads,
       registrar,
       gsap,
       settings,
@@ -170,6 +177,7 @@ export async function startBroker(settings: Settings, overrides: BrokerOverrides
   try {
     await notifier.start();
     await follower.start();
+    reads.startAt(follower.revision);
     hub.start();
     server = await startServer(impl, {
       host: settings.host,

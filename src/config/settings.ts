@@ -141,6 +141,8 @@ export interface Settings {
   watchCheckpointMs: number;
   watchBufferEvents: number;
   watchPollMs: number;
+  /** How long GetDelegation may answer a delegation from memory before reading it again (0: always from the database). */
+  readModelMaxAgeMs: number;
   /** How long a background loop's lease lasts without renewal: the takeover time after a replica dies. */
   leaseTtlMs: number;
   /** How long a shutdown lets calls in flight finish before answering them UNAVAILABLE. */
@@ -365,6 +367,7 @@ export function loadSettings(env: Env = process.env): Settings {
     watchCheckpointMs: int(env, "WATCH_CHECKPOINT_SECONDS", 15, 1, 3600) * 1000,
     watchBufferEvents: int(env, "WATCH_BUFFER_EVENTS", 1000, 10, 1_000_000),
     watchPollMs: int(env, "WATCH_POLL_MS", 1000, 10, 60_000),
+    readModelMaxAgeMs: int(env, "READ_MODEL_MAX_AGE_MS", 1000, 0, 60_000),
     leaseTtlMs: int(env, "LEASE_TTL_MS", 1200, 300, 60_000),
     shutdownGraceMs: int(env, "SHUTDOWN_GRACE_SECONDS", 10, 0, 3600) * 1000,
     eventRetentionMs: int(env, "EVENT_RETENTION_HOURS", 168, 1, 87_600) * 60 * MINUTE,

@@ -89,6 +89,7 @@ export class AuthorizeCommand {
   /** ALLOW of a counted command, or undefined when it was not counted. */
   private allowed(id: string, counted: CountResult, ceremonyId: string): AuthorizeResult | undefined {
     if (counted.kind === "counted") {
+      this.deps.reads?.counted(id, counted.commandsExecuted);
       return { decision: "ALLOW", reason: "allowed", commandsRemaining: counted.maxCommands - counted.commandsExecuted, matchedRule: "", ceremonyId };
     }
     if (counted.kind === "limit_reached") {
@@ -214,7 +215,7 @@ export class AuthorizeCommand {
   private async policyFor(principal: Principal, id: string): Promise<CommandPolicy> {
     let policy = this.policies.get(id);
     if (!policy) {
-      const d = await this.deps.store.get(id);
+      const d = await (this.deps.reads ?? this.deps.store).get(id);
       if (!d) throw delegationNotFound(id);
       policy = {
         delegatorDid: d.delegatorDid,

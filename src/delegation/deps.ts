@@ -1,6 +1,6 @@
 /** What the use cases are built from: the store and the external systems, behind their interfaces. */
 import type { GsapClient } from "../clients/gsap/gsap-client.js";
-import { BrokerError, UpstreamError } from "../domain/index.js";
+import { BrokerError, type Delegation, UpstreamError } from "../domain/index.js";
 import type { Logger } from "../logging.js";
 import type { AgentRegistrar } from "../registrars/registrar.js";
 import type { DelegationStore } from "../store/store.js";
@@ -42,8 +42,20 @@ export interface AuditGate {
   waitDelivered(revision: bigint, timeoutMs: number): Promise<boolean>;
 }
 
+/**
+ * Where GetDelegation (and AuthorizeCommand's rules) read a delegation, when
+ * not the store itself: a read model kept in memory, told of each command
+ * counted here so its answers show it at once.
+ */
+export interface DelegationReads {
+  get(id: string): Promise<Delegation | null>;
+  counted(id: string, commandsExecuted: number): void;
+}
+
 export interface UseCaseDeps {
   store: DelegationStore;
+  /** By default, the store. */
+  reads?: DelegationReads;
   registrar: AgentRegistrar;
   gsap: GsapClient;
   settings: UseCaseSettings;

@@ -21,12 +21,20 @@ export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
 
 export class ReadDelegations {
-  constructor(private readonly store: DelegationReader) {}
+  private readonly reads: Pick<DelegationReader, "get">;
+
+  constructor(
+    private readonly store: DelegationReader,
+    /** Where single delegations are read. By default, the store. */
+    reads?: Pick<DelegationReader, "get">,
+  ) {
+    this.reads = reads ?? store;
+  }
 
   /** A delegation with its counters; NOT_FOUND also when it is not the caller's. */
   async get(principal: Principal, delegationId: string): Promise<Delegation> {
     const id = v.delegationId("delegation_id", delegationId);
-    const d = await this.store.get(id);
+    const d = await this.reads.get(id);
     if (!d || !canAct(principal, d, "read")) throw delegationNotFound(id);
     return d;
   }

@@ -36,7 +36,7 @@ export function createUseCases(deps: UseCaseDeps, options: UseCaseOptions = {}):
     ceremonies: new Ceremonies(deps),
     liveChecks: new LiveChecks(deps, end),
     approvals: new GsapApprovals(deps),
-    read: new ReadDelegations(deps.store),
+    read: new ReadDelegations(deps.store, deps.reads),
     maintenance: new Maintenance(deps),
   };
 }

@@ -20,6 +20,7 @@ import {
   stateFromEnum,
   watchItemToMessage,
 } from "./convert.js";
+import { getDelegationAnswer } from "./encoded-delegation.js";
 import { principalOf } from "./principal.js";
 import { streamWriterKey } from "./stream-writer.js";
 
@@ -59,7 +60,7 @@ export function createDelegationService(deps: DelegationServiceDeps): ServiceImp
     },
 
     async getDelegation(req, ctx) {
-      return { delegation: delegationToMessage(await useCases.read.get(principalOf(ctx), req.delegationId)) };
+      return getDelegationAnswer(await useCases.read.get(principalOf(ctx), req.delegationId));
     },
 
     async listAgents(req, ctx) {

@@ -10,6 +10,7 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Http2Stream } from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import { LightHeaders } from "./light-headers.js";
+import { preEncodedOf } from "./pre-encoded.js";
 import { connectionKey, peerKey } from "./principal.js";
 import { streamWriterKey } from "./stream-writer.js";
 import { findUnknownField, unknownFieldError } from "./unknown-fields.js";
@@ -315,7 +316,10 @@ export function addConnectService<S extends DescService>(
       responseSerialize:
         method.methodKind === "server_streaming"
           ? (m: unknown) => encodeShared(output, m)
-          : (m: unknown) => Buffer.from(toBinary(output, create(output, m as never))),
+          : (m: unknown) => {
+              const bytes = preEncodedOf(m) ?? toBinary(output, create(output, m as never));
+              return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+            },
       responseDeserialize: (b: Buffer) => fromBinary(output, b),
       originalName: method.localName,
     };
@@ -325,13 +329,21 @@ export function addConnectService<S extends DescService>(
         if (call.request instanceof Undecodable) return callback(statusOf(call.request.error));
         const ctx = contextFor(service, method, call, live);
         ctx.answerWith(callback);
-        Promise.resolve()
-          .then(() => handler(call.request, ctx))
-          .then(
-            (res) => ctx.reply(null, res),
-            (err) => ctx.reply(statusOf(err)),
-          )
-          .finally(() => ctx.finish());
+        const answer = (res: unknown) => {
+          ctx.reply(null, res);
+          ctx.finish();
+        };
+        const fail = (err: unknown) => {
+          ctx.reply(statusOf(err));
+          ctx.finish();
+        };
+        let result: unknown;
+        try {
+          result = handler(call.request, ctx);
+        } catch (err) {
+          return fail(err);
+        }
+        Promise.resolve(result).then(answer, fail);
       };
     } else {
       handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {

@@ -178,74 +178,166 @@ class StreamCounter {
  * Runs a unary handler under `maxMs` when the client asked for no deadline
  * or a longer one. The transports abort ctx.signal only for the client's own
  * deadline, and it cannot be aborted from here, so the handler gets a context
- * whose signal and timeoutMs reflect the cap, and the call is raced against a
- * timer: at the cap the caller gets DEADLINE_EXCEEDED at once, while work
- * that does not watch the signal (the use cases take none today) runs to its
- * end in the background, as it would after a client's own deadline. Creates
- * are then compensated by their own failure paths or left as they finished,
- * which a retry with the same request_id replays.
+ * whose signal and timeoutMs reflect the cap. At the cap the caller gets
+ * DEADLINE_EXCEEDED at once, while work that does not watch the signal (the
+ * use cases take none today) runs to its end in the background, as it would
+ * after a client's own deadline. Creates are then compensated by their own
+ * failure paths or left as they finished, which a retry with the same
+ * request_id replays.
+ *
+ * Every call passes here, so it costs little: one sweep timer for all the
+ * calls in flight (at an eighth of the cap, at most a second, late), the
+ * capped signal made only if the handler reads it, one promise.
  */
 function capDeadline(next: AnyHandler, rpc: string, maxMs: number, log: Logger): AnyHandler {
+  const sweeper = new DeadlineSweeper(Math.min(1000, Math.max(10, Math.floor(maxMs / 8))));
+  const expired = () =>
+    new BrokerError(
+      "DEADLINE_EXCEEDED",
+      "DEADLINE_CAPPED",
+      `${rpc} did not finish within the server's limit of ${maxMs / 1000} s; its outcome is unknown (retry a mutation with the same request_id)`,
+      { metadata: { max_deadline_ms: String(maxMs) } },
+    );
   return (req, ctx) => {
     const clientMs = ctx.timeoutMs();
     if (clientMs !== undefined && clientMs <= maxMs) return next(req, ctx);
-
-    const capAt = Date.now() + maxMs;
-    // The capped signal is made only if the handler reads it (most take none), and follows the caller's.
-    let controller: AbortController | undefined;
-    let expiredWith: BrokerError | undefined;
-    const follow = () => controller!.abort(ctx.signal.reason);
-    const signal = (): AbortSignal => {
-      if (!controller) {
-        controller = new AbortController();
-        if (expiredWith) controller.abort(expiredWith);
-        else if (ctx.signal.aborted) follow();
-        else ctx.signal.addEventListener("abort", follow, { once: true });
-      }
-      return controller.signal;
-    };
-    // The transports' contexts are plain objects (or closures behind getters): a prototype copy shares them.
-    const cappedCtx: HandlerContext = Object.create(ctx, {
-      signal: { get: signal },
-      timeoutMs: { value: () => Math.max(0, capAt - Date.now()) },
-    });
-
-    const start = performance.now();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        expiredWith = new BrokerError(
-          "DEADLINE_EXCEEDED",
-          "DEADLINE_CAPPED",
-          `${rpc} did not finish within the server's limit of ${maxMs / 1000} s; its outcome is unknown (retry a mutation with the same request_id)`,
-          { metadata: { max_deadline_ms: String(maxMs) } },
-        );
-        controller?.abort(expiredWith);
-        reject(expiredWith);
-      }, maxMs);
-      const settle = (ok: boolean, value: unknown) => {
-        if (controller) ctx.signal.removeEventListener("abort", follow);
-        if (expiredWith) {
-          // The caller has its answer; say how the abandoned work ended, for the operator.
-          const ms = Math.round(performance.now() - start);
-          if (ok) log.warn({ rpc, ms }, "call succeeded after its deadline cap; the caller was told DEADLINE_EXCEEDED");
-          else log.warn({ rpc, ms, err: value }, "call failed after its deadline cap");
-          return;
-        }
-        clearTimeout(timer);
-        if (ok) resolve(value);
-        else reject(value);
-      };
+      const capped = new CappedCall(ctx, Date.now() + maxMs, performance.now(), resolve, reject, expired, rpc, log);
+      sweeper.add(capped);
       let work: unknown;
       try {
-        work = next(req, cappedCtx);
+        work = next(req, capped);
       } catch (err) {
-        settle(false, err);
+        capped.settle(false, err, sweeper);
         return;
       }
       Promise.resolve(work).then(
-        (value) => settle(true, value),
-        (err: unknown) => settle(false, err),
+        (value) => capped.settle(true, value, sweeper),
+        (err: unknown) => capped.settle(false, err, sweeper),
       );
     });
   };
+}
+
+/** The calls under a cap, checked by one timer while any is in flight. */
+class DeadlineSweeper {
+  private readonly calls = new Set<CappedCall>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly everyMs: number) {}
+
+  add(call: CappedCall): void {
+    this.calls.add(call);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.sweep(), this.everyMs);
+      this.timer.unref();
+    }
+  }
+
+  delete(call: CappedCall): void {
+    this.calls.delete(call);
+  }
+
+  private sweep(): void {
+    if (this.calls.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    const now = Date.now();
+    for (const call of this.calls) {
+      if (call.capAt > now) continue;
+      this.calls.delete(call);
+      call.expire();
+    }
+  }
+}
+
+/**
+ * A call under the cap, and the context its handler gets: the caller's, with
+ * the cap's signal and time left (a class with getters: copying a context
+ * with Object.create and property descriptors costs more than the call).
+ */
+class CappedCall implements HandlerContext {
+  private controller: AbortController | undefined;
+  private expiredWith: BrokerError | undefined;
+  private done = false;
+
+  constructor(
+    private readonly ctx: HandlerContext,
+    readonly capAt: number,
+    private readonly start: number,
+    private readonly resolve: (value: unknown) => void,
+    private readonly reject: (err: unknown) => void,
+    private readonly expired: () => BrokerError,
+    private readonly rpc: string,
+    private readonly log: Logger,
+  ) {}
+
+  get method() {
+    return this.ctx.method;
+  }
+  get service() {
+    return this.ctx.service;
+  }
+  get requestMethod() {
+    return this.ctx.requestMethod;
+  }
+  get requestHeader() {
+    return this.ctx.requestHeader;
+  }
+  get responseHeader() {
+    return this.ctx.responseHeader;
+  }
+  get responseTrailer() {
+    return this.ctx.responseTrailer;
+  }
+  get protocolName() {
+    return this.ctx.protocolName;
+  }
+  get values() {
+    return this.ctx.values;
+  }
+  get url() {
+    return this.ctx.url;
+  }
+
+  readonly timeoutMs = (): number => Math.max(0, this.capAt - Date.now());
+
+  /** Aborts at the cap, or with the caller's signal. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.expiredWith) this.controller.abort(this.expiredWith);
+      else if (this.ctx.signal.aborted) this.follow();
+      else this.ctx.signal.addEventListener("abort", this.follow, { once: true });
+    }
+    return this.controller.signal;
+  }
+
+  private readonly follow = (): void => this.controller!.abort(this.ctx.signal.reason);
+
+  /** The cap is reached: the caller is answered now; the work goes on unobserved. */
+  expire(): void {
+    if (this.done) return;
+    this.expiredWith = this.expired();
+    this.controller?.abort(this.expiredWith);
+    this.reject(this.expiredWith);
+  }
+
+  settle(ok: boolean, value: unknown, sweeper: DeadlineSweeper): void {
+    if (this.done) return;
+    this.done = true;
+    sweeper.delete(this);
+    if (this.controller) this.ctx.signal.removeEventListener("abort", this.follow);
+    if (this.expiredWith) {
+      // The caller has its answer; say how the abandoned work ended, for the operator.
+      const ms = Math.round(performance.now() - this.start);
+      if (ok) this.log.warn({ rpc: this.rpc, ms }, "call succeeded after its deadline cap; the caller was told DEADLINE_EXCEEDED");
+      else this.log.warn({ rpc: this.rpc, ms, err: value }, "call failed after its deadline cap");
+      return;
+    }
+    if (ok) this.resolve(value);
+    else this.reject(value);
+  }
 }

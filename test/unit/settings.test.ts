@@ -44,6 +44,7 @@ describe("loadSettings defaults", () => {
       watchCheckpointMs: 15_000,
       watchBufferEvents: 1000,
       watchPollMs: 1000,
+      readModelMaxAgeMs: 1000,
       leaseTtlMs: 1200,
       shutdownGraceMs: 10_000,
       dashboardEnabled: true,

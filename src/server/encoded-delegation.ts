@@ -1,0 +1,73 @@
+/**
+ * GetDelegation's answer, encoded mostly once. A delegation's fields change
+ * only with an event, and the read model hands out the same object until
+ * one comes; only the counters and time_remaining move between answers. So
+ * the rest is encoded once per object (a WeakMap: it goes with the object)
+ * and each answer appends the three moving fields. Protobuf allows fields
+ * in any order, and a decoder sees exactly what delegationToMessage would
+ * give (test/unit/encoded-delegation.test.ts).
+ *
+ * The grpc-js port sends these bytes as they are (PRE_ENCODED); the Connect
+ * port builds the message from the same answer object as usual.
+ */
+import { toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { commandsRemaining } from "../domain/index.js";
+import type { Delegation } from "../domain/index.js";
+import { type Delegation as DelegationMessage, DelegationSchema } from "../gen/llmbroker/v1/delegation_pb.js";
+import { delegationToMessage } from "./convert.js";
+import { PRE_ENCODED, type PreEncoded } from "./pre-encoded.js";
+
+// Field numbers in llmbroker.v1.Delegation and GetDelegationResponse.
+const COMMANDS_EXECUTED = 15;
+const COMMANDS_REMAINING = 16;
+const TIME_REMAINING = 22;
+const RESPONSE_DELEGATION = 1;
+
+const fixed = new WeakMap<Delegation, Uint8Array>();
+
+/** The delegation's encoding without the fields that move. */
+function fixedPart(d: Delegation): Uint8Array {
+  let bytes = fixed.get(d);
+  if (!bytes) {
+    const m = delegationToMessage(d);
+    m.commandsExecuted = 0;
+    m.commandsRemaining = 0;
+    m.timeRemaining = undefined;
+    bytes = toBinary(DelegationSchema, m);
+    fixed.set(d, bytes);
+  }
+  return bytes;
+}
+
+/** GetDelegationResponse's bytes for `d` at `now`. */
+export function encodeGetDelegationResponse(d: Delegation, now: number): Uint8Array {
+  const w = new BinaryWriter();
+  w.tag(RESPONSE_DELEGATION, WireType.LengthDelimited).fork();
+  w.raw(fixedPart(d));
+  if (d.commandsExecuted !== 0) w.tag(COMMANDS_EXECUTED, WireType.Varint).int32(d.commandsExecuted);
+  const remaining = commandsRemaining(d);
+  if (remaining !== 0) w.tag(COMMANDS_REMAINING, WireType.Varint).int32(remaining);
+  // As delegationToMessage has it: present always, zero once the delegation has ended.
+  const live = d.state === "ACTIVE" || d.state === "REQUESTED";
+  const ms = live ? Math.max(0, d.expireTime - now) : 0;
+  const seconds = Math.floor(ms / 1000);
+  const nanos = (ms - seconds * 1000) * 1_000_000;
+  w.tag(TIME_REMAINING, WireType.LengthDelimited).fork();
+  if (seconds !== 0) w.tag(1, WireType.Varint).int64(seconds);
+  if (nanos !== 0) w.tag(2, WireType.Varint).int32(nanos);
+  w.join();
+  w.join();
+  return w.finish();
+}
+
+/** GetDelegation's answer: its message for Connect, its bytes for grpc-js, both as of the moment of the answer. */
+export function getDelegationAnswer(d: Delegation): { readonly delegation: DelegationMessage } & PreEncoded {
+  const now = Date.now();
+  return {
+    get delegation() {
+      return delegationToMessage(d, now);
+    },
+    [PRE_ENCODED]: () => encodeGetDelegationResponse(d, now),
+  };
+}

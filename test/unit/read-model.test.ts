@@ -1,0 +1,131 @@
+/** The read model's rules, against a scripted source and an injected clock. */
+import { describe, expect, it } from "vitest";
+import type { Delegation, DelegationEvent } from "../../src/domain/index.js";
+import { DelegationReadModel } from "../../src/events/read-model.js";
+import { makeDelegation } from "../store/fixtures.js";
+
+function setup(options: { maxAgeMs?: number; maxEntries?: number } = {}) {
+  const rows = new Map<string, Delegation>();
+  let reads = 0;
+  let commit: (r: bigint) => void = () => undefined;
+  let gate: Promise<void> | undefined;
+  let now = 1_000;
+  const source = {
+    async get(id: string) {
+      reads++;
+      await gate;
+      const d = rows.get(id);
+      return d ? { ...d } : null;
+    },
+    onCommit(l: (r: bigint) => void) {
+      commit = l;
+      return () => undefined;
+    },
+  };
+  const model = new DelegationReadModel(source, { clock: () => now, ...options });
+  model.startAt(10n);
+  const event = (d: Delegation, revision: bigint): DelegationEvent => ({ revision, type: "REVOKED", delegation: d, eventTime: now, reason: "", actor: "", chronicleCid: "" });
+  return {
+    model,
+    rows,
+    reads: () => reads,
+    commit: (r: bigint) => commit(r),
+    hold: () => {
+      let release!: () => void;
+      gate = new Promise<void>((r) => (release = r));
+      return () => {
+        gate = undefined;
+        release();
+      };
+    },
+    tick: (ms: number) => (now += ms),
+    event,
+  };
+}
+
+describe("DelegationReadModel", () => {
+  it("answers from memory until the entry is maxAgeMs old, then reads again", async () => {
+    const s = setup({ maxAgeMs: 1000 });
+    s.rows.set("a", makeDelegation({ id: "a" }));
+    await s.model.get("a");
+    await s.model.get("a");
+    expect(s.reads()).toBe(1);
+    s.tick(999);
+    await s.model.get("a");
+    expect(s.reads()).toBe(1);
+    s.tick(1);
+    await s.model.get("a");
+    expect(s.reads()).toBe(2);
+  });
+
+  it("drops a delegation when an event for it is applied, and keeps the others", async () => {
+    const s = setup();
+    s.rows.set("a", makeDelegation({ id: "a" }));
+    s.rows.set("b", makeDelegation({ id: "b" }));
+    await s.model.get("a");
+    await s.model.get("b");
+    s.rows.set("a", makeDelegation({ id: "a", state: "REVOKED" }));
+    s.model.apply([s.event(s.rows.get("a")!, 11n)]);
+    expect((await s.model.get("a"))!.state).toBe("REVOKED");
+    await s.model.get("b");
+    expect(s.reads()).toBe(3);
+  });
+
+  it("reads from the database while a commit of this process is not yet applied", async () => {
+    const s = setup();
+    s.rows.set("a", makeDelegation({ id: "a" }));
+    await s.model.get("a");
+    s.commit(12n);
+    s.rows.set("a", makeDelegation({ id: "a", state: "REVOKED" }));
+    expect((await s.model.get("a"))!.state).toBe("REVOKED");
+    expect((await s.model.get("a"))!.state).toBe("REVOKED");
+    expect(s.reads()).toBe(3); // neither kept
+    s.model.apply([s.event(s.rows.get("a")!, 12n)]);
+    await s.model.get("a");
+    await s.model.get("a");
+    expect(s.reads()).toBe(4);
+  });
+
+  it("does not keep a read that an applied event overlapped", async () => {
+    const s = setup();
+    s.rows.set("a", makeDelegation({ id: "a" }));
+    const release = s.hold();
+    const pending = s.model.get("a");
+    s.model.apply([s.event(makeDelegation({ id: "other" }), 11n)]);
+    release();
+    await pending;
+    await s.model.get("a");
+    expect(s.reads()).toBe(2);
+  });
+
+  it("shows a count made here at once, never lowering it", async () => {
+    const s = setup();
+    s.rows.set("a", makeDelegation({ id: "a", commandsExecuted: 5 }));
+    await s.model.get("a");
+    s.model.counted("a", 7);
+    s.model.counted("a", 6);
+    expect((await s.model.get("a"))!.commandsExecuted).toBe(7);
+    expect(s.reads()).toBe(1);
+  });
+
+  it("holds at most maxEntries, the oldest going first; maxAgeMs 0 holds nothing", async () => {
+    const s = setup({ maxEntries: 2 });
+    for (const id of ["a", "b", "c"]) s.rows.set(id, makeDelegation({ id }));
+    for (const id of ["a", "b", "c"]) await s.model.get(id);
+    expect(s.model.size).toBe(2);
+    await s.model.get("a");
+    expect(s.reads()).toBe(4);
+    const off = setup({ maxAgeMs: 0 });
+    off.rows.set("a", makeDelegation({ id: "a" }));
+    await off.model.get("a");
+    await off.model.get("a");
+    expect(off.reads()).toBe(2);
+    expect(off.model.size).toBe(0);
+  });
+
+  it("answers an unknown id as the source does, without keeping it", async () => {
+    const s = setup();
+    expect(await s.model.get("nope")).toBeNull();
+    expect(s.model.size).toBe(0);
+  });
+});
