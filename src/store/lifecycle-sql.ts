@@ -341,19 +341,39 @@ export class LifecycleSql {
   }
 
   /**
-   * The fast path of countCommand: one conditional UPDATE for every command
-   * but the last (with strict live checks, only while the root context's last
-   * answer from GSAP is recent enough).
+   * The fast path of countCommand, for many commands at once (group commit,
+   * see count-batcher.ts): in one statement, each delegation of `counts`
+   * moves on by its number of commands, if it is active, unexpired at `now`,
+   * all of them fit below its budget (none is its last command) and, with
+   * strict live checks, its root context was vouched for since `freshSince`.
+   * Answers the counters after the statement of those it counted; those it
+   * did not are the caller's to count one by one.
    */
-  async countFast(conn: SqlConn, id: string, now: number, freshSince?: number): Promise<{ commandsExecuted: number; maxCommands: number } | null> {
-    const [hit] = await conn.all<{ commands_executed: number | string; max_commands: number | string }>(
+  async countMany(
+    conn: SqlConn,
+    counts: ReadonlyMap<string, number>,
+    now: number,
+    freshSince?: number,
+  ): Promise<Map<string, { commandsExecuted: number; maxCommands: number }>> {
+    const ids = [...counts.keys()];
+    const pg = conn.dialect === "postgresql";
+    const source = pg
+      ? `SELECT unnest($2::text[]) AS "id", unnest($3::int[]) AS "k"`
+      : `SELECT json_extract(value, '$[0]') AS "id", json_extract(value, '$[1]') AS "k" FROM json_each($2)`;
+    const params: unknown[] = pg ? [now, ids, ids.map((id) => counts.get(id)!)] : [now, JSON.stringify(ids.map((id) => [id, counts.get(id)!]))];
+    if (freshSince !== undefined) params.push(freshSince);
+    const rows = await conn.all<{ id: string; commands_executed: number | string; max_commands: number | string }>(
       `UPDATE "delegations"
-          SET "commands_executed" = "commands_executed" + 1, "update_time" = $1
-        WHERE "id" = $2 AND "state" = 'ACTIVE' AND "expire_time" > $1 AND "commands_executed" < "max_commands" - 1${fresh(freshSince, 3)}
-    RETURNING "commands_executed", "max_commands"`,
-      freshSince === undefined ? [now, id] : [now, id, freshSince],
+          SET "commands_executed" = "delegations"."commands_executed" + v."k", "update_time" = $1
+         FROM (${source}) AS v
+        WHERE "delegations"."id" = v."id" AND "delegations"."state" = 'ACTIVE' AND "delegations"."expire_time" > $1
+          AND "delegations"."commands_executed" + v."k" < "delegations"."max_commands"${fresh(freshSince, params.length)}
+    RETURNING "delegations"."id", "delegations"."commands_executed", "delegations"."max_commands"`,
+      params,
     );
-    return hit ? { commandsExecuted: toNumber(hit.commands_executed), maxCommands: toNumber(hit.max_commands) } : null;
+    const out = new Map<string, { commandsExecuted: number; maxCommands: number }>();
+    for (const r of rows) out.set(r.id, { commandsExecuted: toNumber(r.commands_executed), maxCommands: toNumber(r.max_commands) });
+    return out;
   }
 
   /**

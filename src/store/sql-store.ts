@@ -6,6 +6,7 @@
 import type { Ceremony, DecisionRecord, Delegation, DelegationEvent, EffectKind } from "../domain/index.js";
 import { type ContentId, LifecycleSql, claimKey, keyFromRow, markKeyAnswered, releaseKey, unmarkKeyAnswered, type KeyRow } from "./lifecycle-sql.js";
 import { CeremonySql } from "./ceremony-sql.js";
+import { CountBatcher } from "./count-batcher.js";
 import * as log from "./log-sql.js";
 import type { Listing } from "./prisma-listing.js";
 import { type DelegationRow, delegationFromRow } from "./rows.js";
@@ -58,6 +59,8 @@ export class SqlStore implements DelegationStore {
   private readonly listeners = new Set<(revision: bigint) => void>();
   private readonly lifecycle: LifecycleSql;
   private readonly ceremonies: CeremonySql;
+  /** Plain counts, committed together (group commit). */
+  private readonly counts: CountBatcher;
 
   constructor(
     private readonly db: SqlDatabase,
@@ -66,6 +69,7 @@ export class SqlStore implements DelegationStore {
     this.driver = db.dialect;
     this.lifecycle = new LifecycleSql(options.contentId, options.notifyChannel);
     this.ceremonies = new CeremonySql(this.lifecycle);
+    this.counts = new CountBatcher((counts, at, freshSince) => this.lifecycle.countMany(this.db, counts, at, freshSince));
   }
 
   private emit(revision: bigint | undefined): void {
@@ -140,7 +144,7 @@ export class SqlStore implements DelegationStore {
   async countCommand(id: string, now: number, options: CountOptions = {}): Promise<CountResult> {
     const plain = options.record === undefined && options.ceremony === undefined;
     if (plain) {
-      const hit = await this.lifecycle.countFast(this.db, id, now, options.contextFreshSince);
+      const hit = await this.counts.count(id, now, options.contextFreshSince);
       if (hit) return { kind: "counted", ...hit };
     }
     let result: CountResult;

@@ -81,4 +81,27 @@ describe.each(DRIVERS)("cascade and budget (%s)", (driver) => {
     const got = await collect(t.grpc.watch({ startRevision: head, delegationId: id }), (m) => m.some((x) => x.kind.case === "checkpoint"));
     expect(events(got.messages).map((e) => e.type)).toEqual([DelegationEventType.COMMAND_LIMIT_REACHED]);
   });
+
+  it("counts 200 concurrent ALLOWs over 4 delegations exactly, each caller with its own count (group commit)", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      ids.push((await t.grpc.unary("createDelegation", { delegatorAcId: `ac-group-${i}`, scope: { maxCommands: 1000 } }, as(ALICE))).delegation!.delegationId);
+    }
+    const calls = Array.from({ length: 200 }, (_, i) => {
+      const id = ids[i % 4]!;
+      return (i % 3 === 0
+        ? t.connect.authorizeCommand({ delegationId: id, command: "git status" }, { headers: as(ALICE) })
+        : t.grpc.unary("authorizeCommand", { delegationId: id, command: "git status" }, as(ALICE))
+      ).then((r) => ({ id, decision: r.decision, remaining: r.commandsRemaining }));
+    });
+    const answers = await Promise.all(calls);
+    expect(answers.every((a) => a.decision === CommandDecision.ALLOW)).toBe(true);
+    for (const id of ids) {
+      // 50 callers of each delegation saw 50 different counts: 999 down to 950, each once.
+      const remaining = answers.filter((a) => a.id === id).map((a) => a.remaining).sort((a, b) => b - a);
+      expect(remaining).toEqual(Array.from({ length: 50 }, (_, i) => 999 - i));
+      expect((await t.grpc.unary("getDelegation", { delegationId: id }, as(ALICE))).delegation!.commandsExecuted).toBe(50);
+    }
+  });
 });
+
