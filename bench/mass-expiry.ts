@@ -140,6 +140,14 @@ async function run(driver: string) {
     await db.close();
 
     const late = summarize(stats.expiryLateness);
+    // EXPIRY_DECILES=1: how lateness moved during the run (the largest of each twentieth of the expiries, in order).
+    if (process.env.EXPIRY_DECILES) {
+      const l = stats.expiryLateness;
+      const step = Math.ceil(l.length / 20);
+      const parts: string[] = [];
+      for (let i = 0; i < l.length; i += step) parts.push(String(Math.round(Math.max(...l.slice(i, i + step)))));
+      console.log(`${driver}: lateness max per twentieth of the expiries, in order: ${parts.join(" ")}`);
+    }
     const get = summarize(probe.get);
     const authorize = summarize(probe.authorize);
     const result = {

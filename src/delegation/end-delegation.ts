@@ -40,7 +40,7 @@ export class EndDelegation {
   constructor(
     private readonly deps: UseCaseDeps,
     private readonly options: {
-      /** Delegations expired per transaction. By default, END_BATCH. */
+      /** Most delegations expired per transaction. By default, END_BATCH. */
       expiryBatch?: number;
       /** Told how late each expiry was (ms), for metrics. */
       onExpired?: (lateMs: number) => void;
@@ -142,12 +142,14 @@ export class EndDelegation {
     const { store, log } = this.deps;
     const batch = this.options.expiryBatch ?? END_BATCH;
     const now = this.clock();
+    const began = performance.now();
     const ended = await store.end({ target: { dueAt: now }, ending: "expire", reason: EndReason.ttlElapsed, now, limit: batch });
+    const ms = Math.round(performance.now() - began);
     const expired = ended.filter((e) => !e.cascaded);
     for (const e of expired) this.options.onExpired?.(now - e.delegation.expireTime);
     if (expired.length > 0) {
       const late = expired.map((e) => now - e.delegation.expireTime);
-      log.info({ count: expired.length, cascaded: ended.length - expired.length, maxLateMs: Math.max(...late) }, "delegations expired");
+      log.info({ count: expired.length, cascaded: ended.length - expired.length, maxLateMs: Math.max(...late), ms }, "delegations expired");
     }
     if (expired.length >= batch) return { done: ended.length, more: true };
     return { done: ended.length, nextAt: await store.nextExpireTime() };
