@@ -342,9 +342,13 @@ describe.each(DRIVERS)("DelegationStore on %s", (driver) => {
         }
       };
       let writing = true;
-      // Reads the way the watch hub does: everything after the last revision it saw.
+      // Reads the way the watch hub does: everything after the last revision it saw, once per turn of
+      // the event loop (SQLite commits at the end of a turn: a reader spinning on promises alone would starve it).
       const reader = (async () => {
-        while (writing) await follow();
+        while (writing) {
+          await follow();
+          await new Promise((r) => setImmediate(r));
+        }
         await follow();
       })();
       await Promise.all(
