@@ -14,7 +14,9 @@
  *
  * How: an entry is made by a database read and dropped when an event for its
  * delegation is applied (the next read makes it again, from the row), when it
- * is older than `maxAgeMs`, or when the model is full (oldest first). An entry
+ * is older than `maxAgeMs` (old ones are swept at each read, so the model
+ * holds only what was read lately), or when the model is full (oldest
+ * first). An entry
  * read while an event was applied, or while this process had a commit not yet
  * applied, is answered but not kept.
  *
@@ -79,6 +81,7 @@ export class DelegationReadModel {
 
   async get(id: string): Promise<Delegation | null> {
     const now = this.clock();
+    this.dropOld(now);
     const entry = this.entries.get(id);
     const current = this.committed <= this.applied;
     if (entry && current && now - entry.readAt < this.maxAgeMs) return entry.delegation;
@@ -92,6 +95,19 @@ export class DelegationReadModel {
       this.entries.set(id, { delegation: { ...d }, readAt: now });
     }
     return d;
+  }
+
+  /**
+   * Drops entries too old to answer from, oldest first: the Map holds them in
+   * the order they were read (a re-read deletes and re-adds), so this stops
+   * at the first young one. The model then holds only what was read within
+   * maxAgeMs, not every delegation read since the start.
+   */
+  private dropOld(now: number): void {
+    for (const [id, e] of this.entries) {
+      if (now - e.readAt < this.maxAgeMs) return;
+      this.entries.delete(id);
+    }
   }
 
   /** A command counted on this replica: the held delegation shows it at once (counts only grow). */

@@ -129,3 +129,18 @@ describe("DelegationReadModel", () => {
     expect(s.model.size).toBe(0);
   });
 });
+
+describe("DelegationReadModel memory", () => {
+  it("holds only what was read within maxAgeMs: older entries are swept at the next read", async () => {
+    const s = setup({ maxAgeMs: 1000 });
+    for (const id of ["a", "b", "c"]) s.rows.set(id, makeDelegation({ id }));
+    await s.model.get("a");
+    await s.model.get("b");
+    s.tick(600);
+    await s.model.get("c");
+    expect(s.model.size).toBe(3);
+    s.tick(500); // a and b are 1100 ms old, c 500
+    await s.model.get("c");
+    expect(s.model.size).toBe(1);
+  });
+});
