@@ -1,6 +1,8 @@
 /**
- * Unary RPC throughput and latency of the broker against a bare grpc-js echo
- * server measured in the same run (see bench/README.md).
+ * Unary RPC throughput and latency of the broker against bare echo servers
+ * measured in the same run (see bench/README.md): the gRPC rows against a
+ * bare grpc-js echo, the Connect rows (HTTP/1.1 web port) against a bare
+ * connect-node echo.
  *
  * Every server under test runs in its own process and the load comes from a
  * third one (h2load, or the Node generator when h2load is missing), so that
@@ -9,6 +11,7 @@
  *
  *   npm run bench
  *   BENCH_DURATION_S=5 BENCH_CONCURRENCY=20 BENCH_LOADGEN=node npm run bench
+ *   BENCH_DRIVER=postgresql npm run bench     # a fresh database on the local PostgreSQL
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -21,11 +24,14 @@ import {
   AuthorizeCommandRequestSchema,
   AuthorizeCommandResponseSchema,
   CommandDecision,
+  CreateDelegationRequestSchema,
+  CreateDelegationResponseSchema,
   DelegationState,
   GetDelegationRequestSchema,
   GetDelegationResponseSchema,
 } from "../src/gen/llmbroker/v1/delegation_pb.js";
 import { DelegationService } from "../src/gen/llmbroker/v1/delegation_service_pb.js";
+import { type TestDatabase, createTestDatabase } from "../test/helpers/databases.js";
 import { h2loadAvailable, runH2load } from "./lib/h2load.js";
 import { BENCH_MAX_COMMANDS, ECHO_PATH, type LoadResult, type LoadSpec, type Protocol } from "./lib/load.js";
 import { runNodeLoad } from "./lib/node-load.js";
@@ -41,8 +47,26 @@ function envInt(key: string, def: number, min: number, max: number): number {
   return n;
 }
 
-const TARGETS = ["echo", "get", "authorize", "connect-get"] as const;
+/** Every target, in the order the table lists them: each baseline above the rows measured against it. */
+const TARGETS = ["echo", "get", "authorize", "create", "connect-echo", "connect-get", "connect-authorize"] as const;
 type TargetName = (typeof TARGETS)[number];
+type Baseline = "echo" | "connect-echo";
+/** The baseline each row is divided by: the bare server of the same protocol. */
+const BASELINE: Record<TargetName, Baseline> = {
+  echo: "echo",
+  get: "echo",
+  authorize: "echo",
+  create: "echo",
+  "connect-echo": "connect-echo",
+  "connect-get": "connect-echo",
+  "connect-authorize": "connect-echo",
+};
+/**
+ * The order the broker's targets run in: `create` last, so that the
+ * delegations it adds (tens of thousands) and the work they leave behind
+ * (events, consequences) cannot weigh on the read and authorize targets.
+ */
+const BROKER_ORDER: TargetName[] = ["get", "authorize", "connect-get", "connect-authorize", "create"];
 
 const config = {
   durationS: envInt("BENCH_DURATION_S", 10, 1, 600),
@@ -55,10 +79,22 @@ const config = {
     .map((s) => s.trim())
     .filter((s) => s !== "") as TargetName[],
   cpuProfileDir: process.env.BENCH_CPU_PROFILE_DIR,
+  /** A database given as is (kept afterwards), or undefined: a fresh one of `driver`. */
+  databaseUrl: process.env.BENCH_DATABASE_URL?.trim() || undefined,
+  driver: (process.env.BENCH_DRIVER?.trim() || "sqlite") as "sqlite" | "postgresql",
 };
 if (!["auto", "h2load", "node"].includes(config.loadgen)) throw new Error(`BENCH_LOADGEN must be auto, h2load or node`);
 for (const t of config.targets) if (!TARGETS.includes(t)) throw new Error(`unknown target "${t}" in BENCH_TARGETS (${TARGETS.join(", ")})`);
 if (!config.targets.includes("echo")) throw new Error("BENCH_TARGETS must include echo: every ratio is to it");
+if (config.targets.some((t) => BASELINE[t] === "connect-echo") && !config.targets.includes("connect-echo")) {
+  throw new Error("BENCH_TARGETS must include connect-echo when a connect-* target runs: the Connect rows' ratios are to it");
+}
+if (!["sqlite", "postgresql"].includes(config.driver)) throw new Error(`BENCH_DRIVER must be sqlite or postgresql`);
+if (config.databaseUrl !== undefined && process.env.BENCH_DRIVER) {
+  throw new Error("set BENCH_DATABASE_URL (a database used as is) or BENCH_DRIVER (a fresh one), not both");
+}
+/** Which kind of database the broker runs on, for the header and the summary. */
+const databaseKind = config.databaseUrl === undefined ? config.driver : /^postgres(ql)?:/.test(config.databaseUrl) ? "postgresql" : "sqlite";
 
 const ALICE = "did:web:example.com/user/alice";
 const AUTH = { "x-delegator-did": ALICE };
@@ -66,6 +102,8 @@ const HOST = "127.0.0.1";
 const SERVICE_PATH = `/${DelegationService.typeName}`;
 /** Matches no default ceremony word (delete, destroy, drop) and no prohibited entry. */
 const COMMAND = "git status --short";
+/** The delegator's access context of every delegation the bench creates (dev GSAP knows any). */
+const DELEGATOR_AC = "ac-bench-alice";
 
 // ---------------------------------------------------------------- helpers
 
@@ -77,10 +115,17 @@ if (loadgen === "h2load" && !h2loadAvailable()) {
 
 const loadStart = loadavg();
 const workDir = mkdtempSync(join(tmpdir(), "lpb-bench-run-"));
+/** The fresh database this run made (PostgreSQL), dropped at the end. */
+let freshDatabase: TestDatabase | undefined;
+async function dropFreshDatabase(): Promise<void> {
+  const db = freshDatabase;
+  freshDatabase = undefined;
+  await db?.drop();
+}
 process.on("SIGINT", () => {
   killAllServers();
   rmSync(workDir, { recursive: true, force: true });
-  process.exit(130);
+  dropFreshDatabase().finally(() => process.exit(130));
 });
 
 async function load(spec: LoadSpec, label: string): Promise<LoadResult> {
@@ -113,6 +158,11 @@ async function connectOnce(port: number, path: string, body: Uint8Array, headers
   return bytes;
 }
 
+/** One call of `protocol` with the exact bytes the load generator will send. */
+function callOnce(protocol: Protocol, port: number, path: string, body: Uint8Array, headers: Record<string, string>): Promise<Buffer> {
+  return protocol === "grpc" ? grpcOnce(port, path, body, headers) : connectOnce(port, path, body, headers);
+}
+
 interface Row {
   target: TargetName;
   label: string;
@@ -124,6 +174,8 @@ interface Row {
   cpuCores: number;
   /** Warnings from the correctness checks; empty when every request did what it should. */
   warnings: string[];
+  /** What the checks counted in the server, e.g. the delegations `create` made. */
+  extra?: Record<string, number>;
 }
 
 interface Target {
@@ -133,8 +185,11 @@ interface Target {
   spec: LoadSpec;
   /** Response bytes of one call made before the run (h2load counts DATA bytes; errors carry none). */
   sampleResponseBytes: number;
-  /** Extra check after the measurement (the command counter for AuthorizeCommand). */
-  verify?: (served: number) => Promise<string[]>;
+  /**
+   * Extra check after the measurement, given the successes of the warm-up and the timed window
+   * (the command counter for AuthorizeCommand, the delegations made for CreateDelegation).
+   */
+  verify?: (served: number) => Promise<{ warnings: string[]; extra?: Record<string, number> }>;
 }
 
 /** Warm-up, then the measured run, then the correctness checks. */
@@ -166,12 +221,18 @@ async function measure(t: Target): Promise<Row> {
           " (estimated; latency percentiles include them)",
       );
       result.ok -= failed;
+      served -= failed;
       result.errors += failed;
       result.rps = result.ok / result.elapsedS;
     }
   }
   if (result.ok === 0) warnings.push("no request succeeded");
-  if (t.verify) warnings.push(...(await t.verify(served)));
+  let extra: Record<string, number> | undefined;
+  if (t.verify) {
+    const checked = await t.verify(served);
+    warnings.push(...checked.warnings);
+    extra = checked.extra;
+  }
   return {
     target: t.name,
     label: t.label,
@@ -180,6 +241,7 @@ async function measure(t: Target): Promise<Row> {
     cpuUsPerRequest: (cpu * 1e6) / result.ok,
     cpuCores: cpu / result.elapsedS,
     warnings,
+    ...(extra ? { extra } : {}),
   };
 }
 
@@ -195,6 +257,20 @@ function baseSpec(protocol: Protocol, port: number, path: string, body: Uint8Arr
     connections: config.connections,
     durationS: config.durationS,
   };
+}
+
+/**
+ * Whether a server-side counter moved by the successes the load generator saw: at least that
+ * many, and at most the requests that were still in flight when the warm-up and the timed run
+ * stopped (the server may finish them after the generator gave up on them).
+ */
+function countMatches(counted: number, served: number): boolean {
+  // h2load keeps `-m` streams on each of its connections (see lib/h2load.ts), so up to this many
+  // per run; the Node generator waits for its requests, so none.
+  const connections = Math.min(config.connections, config.concurrency);
+  const inFlight = connections * Math.ceil(config.concurrency / connections);
+  const runs = config.warmupS > 0 ? 2 : 1;
+  return counted >= served && counted <= served + runs * Math.max(inFlight, config.concurrency);
 }
 
 // ---------------------------------------------------------------- runs
@@ -217,8 +293,36 @@ async function benchEcho(): Promise<Row> {
   }
 }
 
+async function benchConnectEcho(): Promise<Row> {
+  const server = await startServerProcess("connect-echo.ts");
+  try {
+    const port = server.ready.webPort;
+    if (port === undefined) throw new Error("connect-echo did not report its port");
+    // A GetDelegationRequest as connect-get sends it: an id of the same shape and length.
+    const payload = toBinary(GetDelegationRequestSchema, create(GetDelegationRequestSchema, { delegationId: `del_${"0".repeat(26)}` }));
+    const echoed = await connectOnce(port, ECHO_PATH, payload, {});
+    if (!echoed.equals(payload)) throw new Error("connect-echo server answered different bytes");
+    return await measure({
+      name: "connect-echo",
+      server,
+      label: "connect-echo (bare connect-node, HTTP/1.1)",
+      spec: baseSpec("connect", port, ECHO_PATH, payload, {}),
+      sampleResponseBytes: echoed.length,
+    });
+  } finally {
+    await server.stop();
+  }
+}
+
 async function benchBroker(names: TargetName[]): Promise<Row[]> {
+  const env: Record<string, string> = {};
+  if (config.databaseUrl !== undefined) env.BENCH_DATABASE_URL = config.databaseUrl;
+  else if (config.driver === "postgresql") {
+    freshDatabase = await createTestDatabase("postgresql");
+    env.BENCH_DATABASE_URL = freshDatabase.url;
+  }
   const server: ServerProcess = await startServerProcess("broker.ts", {
+    env,
     ...(config.cpuProfileDir ? { cpuProfileDir: config.cpuProfileDir } : {}),
   });
   try {
@@ -226,74 +330,99 @@ async function benchBroker(names: TargetName[]): Promise<Row[]> {
     if (webPort === undefined) throw new Error("broker did not report its web port");
     const admin = createClient(DelegationService, createGrpcTransport({ baseUrl: `http://${HOST}:${grpcPort}` }));
     const created = await admin.createDelegation(
-      { delegatorAcId: "ac-bench-alice", agentType: "claude-code", scope: { maxCommands: BENCH_MAX_COMMANDS } },
+      { delegatorAcId: DELEGATOR_AC, agentType: "claude-code", scope: { maxCommands: BENCH_MAX_COMMANDS } },
       { headers: AUTH },
     );
     const id = created.delegation?.delegationId;
     if (!id) throw new Error("CreateDelegation returned no delegation");
     const executed = async () => (await admin.getDelegation({ delegationId: id }, { headers: AUTH })).delegation?.commandsExecuted ?? 0;
+    /** Alice's ACTIVE delegations, as ListAgents counts them. */
+    const activeCount = async () =>
+      (await admin.listAgents({ delegatorDid: ALICE, state: DelegationState.ACTIVE, pageSize: 1 }, { headers: AUTH })).totalSize;
 
     const getBody = toBinary(GetDelegationRequestSchema, create(GetDelegationRequestSchema, { delegationId: id }));
     const authBody = toBinary(
       AuthorizeCommandRequestSchema,
       create(AuthorizeCommandRequestSchema, { delegationId: id, command: COMMAND }),
     );
+    // No request_id: a create without one is never deduplicated, so the same bytes make a new
+    // delegation every time (src/delegation/create-delegation.ts, claimFor).
+    const createBody = toBinary(
+      CreateDelegationRequestSchema,
+      create(CreateDelegationRequestSchema, { delegatorAcId: DELEGATOR_AC, agentType: "claude-code" }),
+    );
     const getPath = `${SERVICE_PATH}/GetDelegation`;
     const authPath = `${SERVICE_PATH}/AuthorizeCommand`;
+    const createPath = `${SERVICE_PATH}/CreateDelegation`;
+
+    const getDelegation = async (name: TargetName, protocol: Protocol, label: string): Promise<Row> => {
+      const port = protocol === "grpc" ? grpcPort : webPort;
+      const sample = await callOnce(protocol, port, getPath, getBody, AUTH);
+      const d = fromBinary(GetDelegationResponseSchema, sample).delegation;
+      if (d?.delegationId !== id || d.state !== DelegationState.ACTIVE) throw new Error(`${name} preflight: unexpected answer`);
+      return measure({ name, server, label, spec: baseSpec(protocol, port, getPath, getBody, AUTH), sampleResponseBytes: sample.length });
+    };
+
+    const authorize = async (name: TargetName, protocol: Protocol, label: string): Promise<Row> => {
+      const port = protocol === "grpc" ? grpcPort : webPort;
+      const sample = await callOnce(protocol, port, authPath, authBody, AUTH);
+      const r = fromBinary(AuthorizeCommandResponseSchema, sample);
+      if (r.decision !== CommandDecision.ALLOW) throw new Error(`${name} preflight: ${r.reason}, not ALLOW`);
+      const before = await executed();
+      return measure({
+        name,
+        server,
+        label,
+        spec: baseSpec(protocol, port, authPath, authBody, AUTH),
+        sampleResponseBytes: sample.length,
+        // Every ALLOW counts one command, so the counter must have moved by the successes seen.
+        verify: async (served) => {
+          const counted = (await executed()) - before;
+          return {
+            warnings: countMatches(counted, served) ? [] : [`broker counted ${counted} commands, the load generator saw ${served} succeed`],
+            extra: { commandsCounted: counted, served },
+          };
+        },
+      });
+    };
+
+    const createDelegations = async (name: TargetName, label: string): Promise<Row> => {
+      const sample = await grpcOnce(grpcPort, createPath, createBody, AUTH);
+      const r = fromBinary(CreateDelegationResponseSchema, sample);
+      if (r.delegation?.state !== DelegationState.ACTIVE || r.replayed || r.agentCredential?.clientSecret === "") {
+        throw new Error(`${name} preflight: the create answered no new ACTIVE delegation with its credential`);
+      }
+      const again = fromBinary(CreateDelegationResponseSchema, await grpcOnce(grpcPort, createPath, createBody, AUTH));
+      if (again.delegation?.delegationId === r.delegation.delegationId || again.replayed) {
+        throw new Error(`${name} preflight: the same request bytes did not make a second delegation`);
+      }
+      const before = await activeCount();
+      return measure({
+        name,
+        server,
+        label,
+        spec: baseSpec("grpc", grpcPort, createPath, createBody, AUTH),
+        sampleResponseBytes: sample.length,
+        // Every success made one ACTIVE delegation (a create cut off by the end of a run is
+        // withdrawn or failed by the broker, so it is not ACTIVE; one that finished anyway is
+        // within the slack).
+        verify: async (served) => {
+          const counted = (await activeCount()) - before;
+          return {
+            warnings: countMatches(counted, served) ? [] : [`broker made ${counted} ACTIVE delegations, the load generator saw ${served} succeed`],
+            extra: { delegationsCreated: counted, served },
+          };
+        },
+      });
+    };
 
     const rows: Row[] = [];
-    for (const name of names) {
-      if (name === "get") {
-        const sample = await grpcOnce(grpcPort, getPath, getBody, AUTH);
-        const d = fromBinary(GetDelegationResponseSchema, sample).delegation;
-        if (d?.delegationId !== id || d.state !== DelegationState.ACTIVE) throw new Error("GetDelegation preflight: unexpected answer");
-        rows.push(
-          await measure({
-            name,
-            server,
-            label: "GetDelegation (grpc-js)",
-            spec: baseSpec("grpc", grpcPort, getPath, getBody, AUTH),
-            sampleResponseBytes: sample.length,
-          }),
-        );
-      } else if (name === "authorize") {
-        const sample = await grpcOnce(grpcPort, authPath, authBody, AUTH);
-        const r = fromBinary(AuthorizeCommandResponseSchema, sample);
-        if (r.decision !== CommandDecision.ALLOW) throw new Error(`AuthorizeCommand preflight: ${r.reason}, not ALLOW`);
-        const before = await executed();
-        rows.push(
-          await measure({
-            name,
-            server,
-            label: "AuthorizeCommand ALLOW (grpc-js)",
-            spec: baseSpec("grpc", grpcPort, authPath, authBody, AUTH),
-            sampleResponseBytes: sample.length,
-            // Every ALLOW counts one command, so the counter must have moved by the successes seen
-            // (plus at most the requests in flight when a timed run stopped).
-            verify: async (served) => {
-              const counted = (await executed()) - before;
-              const slack = 2 * config.concurrency;
-              return counted >= served && counted <= served + slack
-                ? []
-                : [`broker counted ${counted} commands, the load generator saw ${served} succeed`];
-            },
-          }),
-        );
-      } else if (name === "connect-get") {
-        const sample = await connectOnce(webPort, getPath, getBody, AUTH);
-        if (fromBinary(GetDelegationResponseSchema, sample).delegation?.delegationId !== id) {
-          throw new Error("Connect GetDelegation preflight: unexpected answer");
-        }
-        rows.push(
-          await measure({
-            name,
-            server,
-            label: "GetDelegation (Connect, HTTP/1.1)",
-            spec: baseSpec("connect", webPort, getPath, getBody, AUTH),
-            sampleResponseBytes: sample.length,
-          }),
-        );
-      }
+    for (const name of BROKER_ORDER.filter((n) => names.includes(n))) {
+      if (name === "get") rows.push(await getDelegation(name, "grpc", "GetDelegation (grpc-js)"));
+      else if (name === "authorize") rows.push(await authorize(name, "grpc", "AuthorizeCommand ALLOW (grpc-js)"));
+      else if (name === "create") rows.push(await createDelegations(name, "CreateDelegation (grpc-js)"));
+      else if (name === "connect-get") rows.push(await getDelegation(name, "connect", "GetDelegation (Connect, HTTP/1.1)"));
+      else if (name === "connect-authorize") rows.push(await authorize(name, "connect", "AuthorizeCommand ALLOW (Connect, HTTP/1.1)"));
     }
     return rows;
   } finally {
@@ -308,14 +437,17 @@ function fmt(n: number, digits: number): string {
 }
 
 function report(rows: Row[]): void {
-  const echo = rows.find((r) => r.target === "echo")!.result;
-  const header = ["target", "req/s", "p50 ms", "p99 ms", "vs echo", "server cpu", "cpu us/req", "errors"];
+  const rpsOf = (t: TargetName) => rows.find((r) => r.target === t)?.result.rps ?? Number.NaN;
+  const echoRps = rpsOf("echo");
+  const ratio = (r: Row) => r.result.rps / rpsOf(BASELINE[r.target]);
+  const header = ["target", "req/s", "p50 ms", "p99 ms", "vs baseline", "vs grpc echo", "server cpu", "cpu us/req", "errors"];
   const lines = rows.map((r) => [
     r.label,
     fmt(r.result.rps, 0),
     fmt(r.result.p50Ms, 2),
     fmt(r.result.p99Ms, 2),
-    `${fmt(r.result.rps / echo.rps, 3)}x`,
+    `${fmt(ratio(r), 3)}x`,
+    `${fmt(r.result.rps / echoRps, 3)}x`,
     `${fmt(r.cpuCores * 100, 0)}%`,
     fmt(r.cpuUsPerRequest, 0),
     String(r.result.errors),
@@ -324,19 +456,24 @@ function report(rows: Row[]): void {
   const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   console.log("");
   console.log(
-    `rpc-throughput: loadgen=${loadgen} duration=${config.durationS}s warmup=${config.warmupS}s concurrency=${config.concurrency}` +
+    `rpc-throughput: loadgen=${loadgen} db=${databaseKind} duration=${config.durationS}s warmup=${config.warmupS}s concurrency=${config.concurrency}` +
       ` connections=${config.connections} node=${process.version} cpus=${cpus().length}` +
       ` loadavg=${loadStart.map((l) => l.toFixed(2)).join("/")}->${loadavg().map((l) => l.toFixed(2)).join("/")}`,
   );
   console.log(row(header));
   console.log(row(widths.map((w) => "-".repeat(w))));
   for (const l of lines) console.log(row(l));
+  console.log("vs baseline: gRPC rows to echo (bare grpc-js), Connect rows to connect-echo (bare connect-node, HTTP/1.1)");
+  for (const r of rows) {
+    if (r.extra?.delegationsCreated !== undefined) console.log(`${r.target}: ${r.extra.delegationsCreated} ACTIVE delegations made, ${r.extra.served} successes seen (warm-up included)`);
+  }
   for (const r of rows) for (const w of r.warnings) console.log(`WARNING ${r.target}: ${w}`);
 
   const round = (n: number, d: number) => (Number.isFinite(n) ? Number(n.toFixed(d)) : null);
   const summary = {
     bench: "rpc-throughput",
     loadgen,
+    database: databaseKind,
     durationS: config.durationS,
     concurrency: config.concurrency,
     connections: config.connections,
@@ -349,9 +486,12 @@ function report(rows: Row[]): void {
           rps: round(r.result.rps, 0),
           p50Ms: round(r.result.p50Ms, 3),
           p99Ms: round(r.result.p99Ms, 3),
-          ratio: round(r.result.rps / echo.rps, 3),
+          baseline: BASELINE[r.target],
+          ratio: round(ratio(r), 3),
+          ratioToEcho: round(r.result.rps / echoRps, 3),
           cpuUsPerReq: round(r.cpuUsPerRequest, 0),
           errors: r.result.errors,
+          ...(r.extra ?? {}),
           ok: r.warnings.length === 0,
         },
       ]),
@@ -364,11 +504,14 @@ async function main(): Promise<number> {
   const rows: Row[] = [];
   try {
     rows.push(await benchEcho());
-    const brokerTargets = config.targets.filter((t) => t !== "echo");
+    if (config.targets.includes("connect-echo")) rows.push(await benchConnectEcho());
+    const brokerTargets = config.targets.filter((t) => t !== "echo" && t !== "connect-echo");
     if (brokerTargets.length > 0) rows.push(...(await benchBroker(brokerTargets)));
   } finally {
     rmSync(workDir, { recursive: true, force: true });
+    await dropFreshDatabase();
   }
+  rows.sort((a, b) => TARGETS.indexOf(a.target) - TARGETS.indexOf(b.target));
   report(rows);
   return rows.some((r) => r.warnings.length > 0) ? 1 : 0;
 }
@@ -378,6 +521,6 @@ main().then(
   (err: unknown) => {
     killAllServers();
     console.error(err);
-    process.exit(2);
+    dropFreshDatabase().finally(() => process.exit(2));
   },
 );
