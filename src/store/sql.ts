@@ -71,6 +71,8 @@ export interface SqliteOptions {
 
 /** Transactions committed together, at most. */
 const MAX_GROUP = 64;
+/** A group takes no further transaction once it has run this long (it holds the event loop). */
+const MAX_GROUP_MS = 10;
 
 /** The SQLite driver: one connection in WAL mode. */
 export class SqliteDatabase implements SqlDatabase {
@@ -165,13 +167,21 @@ export class SqliteDatabase implements SqlDatabase {
   }
 
   private async commitWaiting(): Promise<void> {
-    const batch = this.waiting.splice(0, MAX_GROUP);
-    if (this.waiting.length > 0) void this.mutex.run(() => this.commitWaiting());
+    let batch = this.waiting.splice(0, MAX_GROUP);
+    if (batch.length === 0) return;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    const began = performance.now();
     try {
       // IMMEDIATE takes the write lock at once: no deadlock upgrading a read lock.
       this.exec("BEGIN IMMEDIATE");
       for (let i = 0; i < batch.length; i++) {
+        // The driver is synchronous: a group holds the event loop until its COMMIT. Past MAX_GROUP_MS the
+        // rest waits for the next group, after the event loop has turned (I/O, timers, other calls).
+        if (i > 0 && performance.now() - began > MAX_GROUP_MS) {
+          this.waiting.unshift(...batch.slice(i));
+          batch = batch.slice(0, i);
+          break;
+        }
         this.exec("SAVEPOINT tx");
         try {
           const value = await batch[i]!.fn(this.conn);
@@ -190,13 +200,20 @@ export class SqliteDatabase implements SqlDatabase {
       // Nothing of this batch is committed: every caller fails (none has been answered yet).
       if (this.db.inTransaction) this.exec("ROLLBACK");
       for (const t of batch) t.reject(error);
+      this.scheduleNext();
       return;
     }
+    this.scheduleNext();
     batch.forEach((t, i) => {
       const o = outcomes[i]!;
       if (o.ok) t.resolve(o.value);
       else t.reject(o.error);
     });
+  }
+
+  /** The next group, once the event loop has turned; called with the group just committed out of the way. */
+  private scheduleNext(): void {
+    if (this.waiting.length > 0) setImmediate(() => void this.mutex.run(() => this.commitWaiting()));
   }
 
   async close(): Promise<void> {
