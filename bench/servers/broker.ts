@@ -6,7 +6,9 @@
  *
  * Over IPC it also answers {type: "stats"} with its event-loop delay since the
  * last {type: "stats-reset"}, its memory (after a GC when run with
- * --expose-gc) and the latencies of consequences and expiries it observed.
+ * --expose-gc) and the latencies of consequences and expiries it observed,
+ * the Watch subscribers it holds, its active handles (by resource type) and
+ * the size of the GetDelegation read model.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -78,14 +80,31 @@ process.on("message", (m: unknown) => {
       type: "stats",
       listeningAfterMs,
       eventLoopDelayMs: { max: delay.max / 1e6, p99: delay.percentile(99) / 1e6, mean: delay.mean / 1e6 },
-      memory: { rss: mem.rss, heapUsed: mem.heapUsed, external: mem.external, arrayBuffers: mem.arrayBuffers },
+      memory: { rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, arrayBuffers: mem.arrayBuffers },
       effectLatencies,
       expiryLateness,
       fanOuts,
       watchers: broker.hub.subscriberCount,
+      // What keeps the event loop alive (sockets, servers, timers, ...): a leak of these grows without bound (soak.ts).
+      activeHandles: (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().length,
+      activeRequests: (process as unknown as { _getActiveRequests(): unknown[] })._getActiveRequests().length,
+      activeResources: countByType(process.getActiveResourcesInfo()),
+      readModelEntries: readModelEntries(),
     });
   }
 });
+
+/** Delegations the GetDelegation read model holds (src/events/read-model.ts), reached through private fields: undefined if they move. */
+function readModelEntries(): number | undefined {
+  const reads = (broker.useCases as unknown as { read?: { reads?: { size?: unknown } } }).read?.reads;
+  return typeof reads?.size === "number" ? reads.size : undefined;
+}
+
+function countByType(types: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const t of types) counts[t] = (counts[t] ?? 0) + 1;
+  return counts;
+}
 
 serveUntilStopped({ type: "ready", grpcPort: broker.grpcPort, webPort: broker.webPort }, async () => {
   await broker.stop();
