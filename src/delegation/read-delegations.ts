@@ -2,6 +2,7 @@
 import { BrokerError, type Delegation, type DelegationState, type Principal, delegationNotFound, invalidArgument } from "../domain/index.js";
 import type { DelegationReader } from "../store/store.js";
 import { canAct } from "./access.js";
+import { decodePageToken, encodePageToken } from "./page-token.js";
 import * as v from "./validate.js";
 
 export interface ListInput {
@@ -14,6 +15,12 @@ export interface ListInput {
 export interface ListResult {
   items: Delegation[];
   nextPageToken: string;
+  /**
+   * How many delegations matched the filters when the listing's first page
+   * was read. Later pages carry that count in their token instead of
+   * counting every match again, so it stays the same on every page of one
+   * listing while the pages themselves are read live.
+   */
   total: number;
 }
 
@@ -39,7 +46,11 @@ export class ReadDelegations {
     return d;
   }
 
-  /** A page of delegations in id order (oldest first). */
+  /**
+   * A page of delegations in id order (oldest first). The first page counts
+   * the matches; its token carries the count to every later page (a token
+   * issued before tokens carried it counts once more, then carries it on).
+   */
   async list(principal: Principal, input: ListInput): Promise<ListResult> {
     if (!Number.isInteger(input.pageSize) || input.pageSize < 0) {
       throw invalidArgument("page_size", "must not be negative");
@@ -56,42 +67,17 @@ export class ReadDelegations {
     }
     const effectiveDid = principal.admin ? delegatorDid : principal.did;
     const filter = { s: state, d: effectiveDid };
-    const afterId = input.pageToken === "" ? undefined : decodePageToken(input.pageToken, filter);
+    const position = input.pageToken === "" ? undefined : decodePageToken(input.pageToken, filter);
     const { items, total } = await this.store.list({
       state,
       ...(effectiveDid ? { delegatorDid: effectiveDid } : {}),
-      ...(afterId ? { afterId } : {}),
+      ...(position ? { afterId: position.afterId } : {}),
+      ...(position?.total !== undefined ? { knownTotal: position.total } : {}),
       limit: pageSize + 1,
     });
     const page = items.slice(0, pageSize);
     const last = page[page.length - 1];
-    const nextPageToken = items.length > pageSize && last ? encodePageToken(last.id, filter) : "";
+    const nextPageToken = items.length > pageSize && last ? encodePageToken(last.id, filter, total) : "";
     return { items: page, nextPageToken, total };
   }
-}
-
-interface PageFilter {
-  s: string;
-  d: string;
-}
-
-function encodePageToken(afterId: string, filter: PageFilter): string {
-  return Buffer.from(JSON.stringify({ v: 1, a: afterId, ...filter })).toString("base64url");
-}
-
-function decodePageToken(token: string, filter: PageFilter): string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-  } catch {
-    throw invalidArgument("page_token", "is not a token this service issued");
-  }
-  const p = parsed as { v?: unknown; a?: unknown; s?: unknown; d?: unknown };
-  if (p === null || typeof p !== "object" || p.v !== 1 || typeof p.a !== "string" || !v.isDelegationId(p.a)) {
-    throw invalidArgument("page_token", "is not a token this service issued");
-  }
-  if (p.s !== filter.s || p.d !== filter.d) {
-    throw invalidArgument("page_token", "was issued for different filters");
-  }
-  return p.a;
 }

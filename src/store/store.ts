@@ -145,6 +145,12 @@ export interface ListQuery {
   /** Keyset cursor: only ids after this one. */
   afterId?: string;
   limit: number;
+  /**
+   * The total the caller already has for these filters (counted on the first
+   * page of a listing and carried in its page token): the store returns it as
+   * `total` and does not count the matches again.
+   */
+  knownTotal?: number;
 }
 
 export interface EventFilter {
@@ -225,7 +231,7 @@ export interface DelegationReader {
   get(id: string): Promise<Delegation | null>;
   /** The delegation whose delegated access context this is, if any. */
   findByDelegatedAc(delegatedAcId: string): Promise<Delegation | null>;
-  /** A page of delegations in id order, and how many match in all. */
+  /** A page of delegations in id order, and how many match in all (or `query.knownTotal`, when given). */
   list(query: ListQuery): Promise<{ items: Delegation[]; total: number }>;
   /** Earliest expire time of an ACTIVE delegation. */
   nextExpireTime(): Promise<number | null>;
