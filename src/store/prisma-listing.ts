@@ -16,10 +16,11 @@
  * in id order and filter on state, on the assumption that each state is
  * spread evenly over the ids; ids are time-ordered, so the live
  * delegations are the newest, and the first ACTIVE page then reads every
- * ended delegation before it (50 ms at 200,000 rows). Ordered by (state, id)
- * with no equality on state, the primary key cannot give the order and
- * (state, id) or (delegator_did, state, id) is used, starting at the cursor;
- * SQLite chose those indexes either way. The count is a plain COUNT(*)
+ * ended delegation before it (253 ms at 1,000,000 rows, 0.5 ms now; see
+ * bench/list-scale.ts). Ordered by (state, id) with no equality on state,
+ * the primary key cannot give the order, and (state, id) or (delegator_did,
+ * state, id) is used from the cursor on; SQLite chose those indexes either
+ * way. The count is a plain COUNT(*)
  * (Prisma's count wraps it in a subquery that costs SQLite 2-4x more), and it
  * runs only when the caller does not already know the total (the first page
  * of a listing; see delegation/page-token.ts).
