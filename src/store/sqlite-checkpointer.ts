@@ -12,10 +12,13 @@
  * bound: SQLite starts writing it from the beginning again only when a
  * checkpoint has copied every frame, and new frames keep arriving (measured:
  * 744 MB of WAL for a 31 MB database after 12 s of creates). So when the WAL
- * holds more than `restartFrames` after a PASSIVE checkpoint, the worker runs
- * a RESTART one: PASSIVE has just copied nearly everything, so the writer
- * waits only for the rest, and the next commit reuses the WAL from its start
- * (the store's journal_size_limit then truncates the file).
+ * holds more than `restartFrames` after a PASSIVE checkpoint, `onRestartDue`
+ * is told, and the store runs a RESTART checkpoint on its own connection
+ * between two commits (a RESTART from this thread would wait for the write
+ * lock, which back-to-back commits never leave free long enough). PASSIVE
+ * has just copied nearly everything, so that RESTART copies only the rest,
+ * and the next commit reuses the WAL from its start (the store's
+ * journal_size_limit then truncates the file).
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
@@ -37,7 +40,7 @@ const checkpoint = (mode) => {
 };
 const timer = setInterval(() => {
   const r = checkpoint("PASSIVE");
-  if (r && r.log > workerData.restartFrames) checkpoint("RESTART");
+  if (r && r.log > workerData.restartFrames) parentPort.postMessage({ type: "restart-due", log: r.log });
 }, workerData.intervalMs);
 parentPort.on("message", (m) => {
   if (m.type === "close") {
@@ -54,6 +57,8 @@ export interface CheckpointerOptions {
   intervalMs?: number;
   /** WAL frames (pages) above which a checkpoint restarts the WAL. By default, 16,384 (64 MiB of 4 KiB pages). */
   restartFrames?: number;
+  /** Told when the WAL should be restarted (see above). */
+  onRestartDue?: () => void;
   /** Told of each checkpoint (tests). */
   onCheckpoint?: (c: { mode: string; busy: number; log: number; checkpointed: number }) => void;
   /** Told of a checkpoint that failed (it is tried again at the next interval). */
@@ -70,6 +75,7 @@ export class SqliteCheckpointer {
     });
     this.worker.on("message", (m: { type: string; message?: string; mode?: string; busy?: number; log?: number; checkpointed?: number }) => {
       if (m.type === "error") options.onError?.(m.message ?? "checkpoint failed");
+      if (m.type === "restart-due") options.onRestartDue?.();
       if (m.type === "checkpointed") options.onCheckpoint?.({ mode: m.mode ?? "", busy: m.busy ?? 0, log: m.log ?? 0, checkpointed: m.checkpointed ?? 0 });
     });
     this.worker.on("error", (err) => options.onError?.(err.message));
