@@ -8,6 +8,9 @@
  * changes. Holding the counter until commit makes revisions commit in order,
  * so a reader of "events after N" never skips one that commits later; taking
  * it last means no transaction waits for a delegation row while holding it.
+ * It is held until the COMMIT, so every other event-writing transaction waits
+ * that long: on PostgreSQL the counter, the events and the notification go in
+ * one statement where they can (see append), as the transaction's last.
  */
 import {
   type Ceremony,
@@ -155,35 +158,90 @@ export class LifecycleSql {
    */
   async append(tx: SqlConn, changes: readonly Change[], now: number): Promise<bigint[]> {
     if (changes.length === 0) return [];
-    const [meta] = await tx.all<{ value: number | string }>(
-      `UPDATE "broker_meta" SET "value" = "value" + $1 WHERE "key" = 'revision' RETURNING "value"`,
-      [changes.length],
-    );
-    const last = BigInt(meta!.value);
+    // PostgreSQL, for the changes of a call or two: there the round trips are the cost. A large batch (an expiry)
+    // is cheaper as a plain multi-row INSERT (measured: 2,000 events in 54 ms, 85-95 ms through a VALUES join).
+    if (tx.dialect === "postgresql" && changes.length <= PG_ONE_STATEMENT_MAX) return this.appendPostgres(tx, changes, now);
+    const last = await takeRevisions(tx, changes.length);
     const first = last - BigInt(changes.length) + 1n;
     const events: unknown[][] = [];
-    const revisions: bigint[] = [];
     for (const [i, c] of changes.entries()) {
-      const revision = first + BigInt(i);
-      revisions.push(revision);
-      const d = c.delegation;
-      let cid = "";
-      // The delegation names its CREATED record, so that id is computed now. Any other
-      // record's id is a pure function of the stored event: the sink computes it at delivery.
-      if (this.contentId && c.type === "CREATED") {
-        cid = this.contentId({ revision, type: c.type, delegation: d, eventTime: now, reason: c.reason, actor: c.actor, chronicleCid: "" });
-        await tx.run(`UPDATE "delegations" SET "chronicle_cid" = $1 WHERE "id" = $2`, [cid, d.id]);
-        d.chronicleCid = cid;
-      }
-      const detail = eventDetailJson({ ...(c.ceremony ? { ceremony: c.ceremony } : {}), ...(c.decision ? { decision: c.decision } : {}) });
-      events.push([revision, d.id, d.delegatorDid, c.type, now, c.reason, JSON.stringify(d), cid, "", c.actor, detail]);
+      const cid = this.stampContentId(c, first + BigInt(i), now);
+      if (cid) await tx.run(`UPDATE "delegations" SET "chronicle_cid" = $1 WHERE "id" = $2`, [cid, c.delegation.id]);
+      events.push(eventValues(c, first + BigInt(i), cid, now));
     }
     await insertRows(tx, "delegation_events", EVENT_COLUMNS, events);
     if (this.notifyChannel && tx.dialect === "postgresql") {
       // Delivered to listeners when (and only if) this transaction commits.
       await tx.all(`SELECT pg_notify($1, $2)`, [this.notifyChannel, last.toString()]);
     }
-    return revisions;
+    return revisions(first, changes.length);
+  }
+
+  /**
+   * PostgreSQL: as few round trips as possible while the revision counter is
+   * held, since every other event-writing transaction waits for it until this
+   * one commits, and a round trip under load is mostly the time this process
+   * takes to get back to the answer. Without a CREATED content id to compute
+   * (it names the revision), the counter, the events and the notification
+   * (delivered when, and only if, the transaction commits) are one
+   * statement; with one, two.
+   */
+  private async appendPostgres(tx: SqlConn, changes: readonly Change[], now: number): Promise<bigint[]> {
+    const n = changes.length;
+    const params: unknown[] = [n];
+    const notify = (head: string) => {
+      if (!this.notifyChannel) return "1";
+      params.push(this.notifyChannel);
+      return `pg_notify($${params.length}, ${head})`;
+    };
+    if (!(this.contentId && changes.some((c) => c.type === "CREATED"))) {
+      // The revision is the statement's: the counter's new value - n + the row's position.
+      const rows = changes.map((c, i) => `(${placeholders(params, eventValues(c, 0n, "", now).slice(1), EVENT_CASTS.slice(1))}, ${i + 1})`);
+      const [row] = await tx.all<{ value: number | string }>(
+        `WITH "m" AS (
+           UPDATE "broker_meta" SET "value" = "value" + $1 WHERE "key" = 'revision' RETURNING "value"
+         ), "ins" AS (
+           INSERT INTO "delegation_events" (${EVENT_COLUMN_LIST})
+           SELECT "m"."value" - $1 + v."ord", ${EVENT_COLUMNS.slice(1).map((c) => `v."${c}"`).join(", ")}
+             FROM "m", (VALUES ${rows.join(", ")}) AS v(${EVENT_COLUMNS.slice(1).map((c) => `"${c}"`).join(", ")}, "ord")
+         )
+         SELECT "m"."value", ${notify(`"m"."value"::text`)} FROM "m"`,
+        params,
+      );
+      return revisions(BigInt(row!.value) - BigInt(n) + 1n, n);
+    }
+    const last = await takeRevisions(tx, n);
+    const first = last - BigInt(n) + 1n;
+    params.length = 0;
+    const stamped: string[] = [];
+    const events = changes.map((c, i) => {
+      const cid = this.stampContentId(c, first + BigInt(i), now);
+      const values = eventValues(c, first + BigInt(i), cid, now);
+      if (cid) stamped.push(`(${placeholders(params, [c.delegation.id, cid], ["text", "text"])})`);
+      return values;
+    });
+    const rows = events.map((values) => `(${placeholders(params, values, EVENT_CASTS)})`);
+    await tx.all(
+      `WITH "ins" AS (
+         INSERT INTO "delegation_events" (${EVENT_COLUMN_LIST}) VALUES ${rows.join(", ")}
+       ), "stamp" AS (
+         UPDATE "delegations" AS d SET "chronicle_cid" = s."cid" FROM (VALUES ${stamped.join(", ")}) AS s("id", "cid") WHERE d."id" = s."id"
+       )
+       SELECT ${notify(`'${last.toString()}'`)}`,
+      params,
+    );
+    return revisions(first, n);
+  }
+
+  /** A CREATED event's content id (it names the revision), stamped on its delegation; "" for any other. */
+  private stampContentId(c: Change, revision: bigint, now: number): string {
+    // The delegation names its CREATED record, so that id is computed now. Any other
+    // record's id is a pure function of the stored event: the sink computes it at delivery.
+    if (!this.contentId || c.type !== "CREATED") return "";
+    const d = c.delegation;
+    const cid = this.contentId({ revision, type: c.type, delegation: d, eventTime: now, reason: c.reason, actor: c.actor, chronicleCid: "" });
+    d.chronicleCid = cid;
+    return cid;
   }
 
   async insertRequested(tx: SqlConn, d: Delegation, claim: IdempotencyClaim | undefined): Promise<ClaimResult> {
@@ -312,10 +370,11 @@ export class LifecycleSql {
       ...ended.map((delegation) => ({ delegation, type: t.event, reason: spec.reason, actor, cascaded: false })),
       ...children.map((delegation) => ({ delegation, type: TRANSITIONS.revoke.event, reason: EndReason.parentEnded, actor, cascaded: true })),
     ];
-    const revisions = await this.append(tx, changes, spec.now);
     const first = ended[0];
     if (first && spec.completeIdempotency) await completeKey(tx, spec.completeIdempotency, first);
     if (spec.releaseIdempotency) await releaseKey(tx, spec.releaseIdempotency);
+    // Last: from here to the commit, every other event-writing transaction waits for this one (see append).
+    const revisions = await this.append(tx, changes, spec.now);
     return changes.map((c, i) => ({ delegation: c.delegation, revision: revisions[i]!, cascaded: c.cascaded }));
   }
 
@@ -452,4 +511,41 @@ export class LifecycleSql {
 function fresh(since: number | undefined, n: number): string {
   if (since === undefined) return "";
   return ` AND EXISTS (SELECT 1 FROM "delegator_contexts" c WHERE c."ac_id" = "delegations"."root_ac_id" AND c."checked_time" >= $${n})`;
+}
+
+/** An event row's values, in EVENT_COLUMNS order. */
+function eventValues(c: Change, revision: bigint, cid: string, now: number): unknown[] {
+  const d = c.delegation;
+  const detail = eventDetailJson({ ...(c.ceremony ? { ceremony: c.ceremony } : {}), ...(c.decision ? { decision: c.decision } : {}) });
+  return [revision, d.id, d.delegatorDid, c.type, now, c.reason, JSON.stringify(d), cid, "", c.actor, detail];
+}
+
+function revisions(first: bigint, n: number): bigint[] {
+  return Array.from({ length: n }, (_, i) => first + BigInt(i));
+}
+
+/** Takes n revisions from the counter (held until commit: see the lock order above); returns the last. */
+async function takeRevisions(tx: SqlConn, n: number): Promise<bigint> {
+  const [meta] = await tx.all<{ value: number | string }>(
+    `UPDATE "broker_meta" SET "value" = "value" + $1 WHERE "key" = 'revision' RETURNING "value"`,
+    [n],
+  );
+  return BigInt(meta!.value);
+}
+
+/** Changes appended in one statement on PostgreSQL, at most (see append). */
+const PG_ONE_STATEMENT_MAX = 64;
+/** The SQL types of EVENT_COLUMNS, for the VALUES lists of the PostgreSQL statements. */
+const EVENT_CASTS = ["bigint", "text", "text", "text", "bigint", "text", "text", "text", "text", "text", "text"] as const;
+if (EVENT_CASTS.length !== EVENT_COLUMNS.length) throw new Error("EVENT_CASTS must give a type for each of EVENT_COLUMNS");
+const EVENT_COLUMN_LIST = EVENT_COLUMNS.map((c) => `"${c}"`).join(", ");
+
+/** `$k::type, …` for `values`, appended to `params`. */
+function placeholders(params: unknown[], values: readonly unknown[], casts: readonly string[]): string {
+  return values
+    .map((v, i) => {
+      params.push(typeof v === "bigint" ? v.toString() : v);
+      return `$${params.length}::${casts[i]}`;
+    })
+    .join(", ");
 }

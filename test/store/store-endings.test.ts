@@ -91,6 +91,21 @@ describe.each(DRIVERS)("DelegationStore endings on %s", (driver) => {
       expect(await h.store.get(x.id)).toStrictEqual(x);
     });
 
+    // PostgreSQL appends up to 64 changes in one statement with the revision counter, more as a multi-row insert.
+    it.each([1, 64, 65, 150])("ends %i ids in one transaction with consecutive revisions, each event its delegation as ended", async (n) => {
+      const seeded = await Promise.all(Array.from({ length: n }, (_, i) => h.seed("ACTIVE", { createTime: T0 + i })));
+      const head = await h.store.headRevision();
+      const ended = await revoke(seeded.map((d) => d.id), T0 + 10);
+      expect(idsOf(ended)).toEqual(seeded.map((d) => d.id));
+      expect(ended.map((e) => e.revision)).toEqual(revisionsAfter(head, n));
+      expect(await h.store.headRevision()).toBe(head + BigInt(n));
+      const events = await h.events(head);
+      expect(events.map((e) => [e.revision, e.type, e.delegation.id, e.delegation.state])).toEqual(
+        ended.map((e) => [e.revision, "REVOKED", e.delegation.id, "REVOKED"]),
+      );
+      expect(events.map((e) => e.delegation)).toStrictEqual(ended.map((e) => e.delegation));
+    });
+
     it("returns nothing, appends nothing and writes no work item when nothing matches", async () => {
       const x = await h.seed("EXPIRED");
       const head = await h.store.headRevision();
