@@ -14,14 +14,20 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { writeHeapSnapshot } from "node:v8";
+import { ensureBuild } from "../../scripts/ensure-build.mjs";
 import type * as App from "../../src/app.js";
 import type * as Config from "../../src/config/settings.js";
 import { BENCH_MAX_COMMANDS } from "../lib/load.js";
 import { serveUntilStopped } from "../lib/server-process.js";
 
-// BENCH_BROKER_BUILD=dist runs the compiled broker (`npm run build`), as `npm start` does; by default the sources (tsx).
-const root = process.env.BENCH_BROKER_BUILD === "dist" ? "../../dist" : "../../src";
+// The build `npm start` runs (dist/, built first if a source changed since the last build), unless
+// BENCH_BROKER_BUILD=src: the sources through tsx, whose per-call helpers (esbuild's __name) cost extra.
+const build = process.env.BENCH_BROKER_BUILD?.trim() || "dist";
+if (build !== "dist" && build !== "src") throw new Error(`BENCH_BROKER_BUILD must be dist or src, not "${build}"`);
+if (build === "dist") ensureBuild(fileURLToPath(new URL("../..", import.meta.url)));
+const root = build === "dist" ? "../../dist" : "../../src";
 const { startBroker } = (await import(`${root}/app.js`)) as typeof App;
 const { loadSettings } = (await import(`${root}/config/settings.js`)) as typeof Config;
 
