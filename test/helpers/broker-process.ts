@@ -33,7 +33,15 @@ export async function startBrokerProcess(env: Record<string, string>, timeoutMs 
   let err = "";
   proc.stdout!.on("data", (d) => (out += d));
   proc.stderr!.on("data", (d) => (err += d));
-  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  // A test process that ends (a failed beforeAll, a closed output pipe) must not leave brokers running.
+  const orphanGuard = () => proc.kill("SIGKILL");
+  process.once("exit", orphanGuard);
+  const exited = new Promise<void>((resolve) =>
+    proc.once("exit", () => {
+      process.removeListener("exit", orphanGuard);
+      resolve();
+    }),
+  );
   const started = Date.now();
   for (;;) {
     const m = out.match(/gRPC \(h2c\)\s+127\.0\.0\.1:(\d+)[^]*?Connect \+ gRPC-Web\s+http:\/\/127\.0\.0\.1:(\d+)/);
