@@ -8,10 +8,11 @@
  */
 import { runChaos } from "../test/helpers/chaos.js";
 import type { Driver } from "../test/helpers/databases.js";
+import { envNumber } from "./lib/env.js";
 
-const creates = Number(process.env.CHAOS_CREATES ?? 200);
-const idpFaultRate = Number(process.env.CHAOS_IDP_FAULT_RATE ?? 0.2);
-const auditFaultRate = Number(process.env.CHAOS_AUDIT_FAULT_RATE ?? 0.2);
+const creates = envNumber("CHAOS_CREATES", 200, 1, 1_000_000, { integer: true });
+const idpFaultRate = envNumber("CHAOS_IDP_FAULT_RATE", 0.2, 0, 1);
+const auditFaultRate = envNumber("CHAOS_AUDIT_FAULT_RATE", 0.2, 0, 1);
 const drivers = (process.env.CHAOS_DRIVERS ?? "sqlite,postgresql").split(",") as Driver[];
 
 for (const driver of drivers) {

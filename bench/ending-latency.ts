@@ -18,9 +18,10 @@ import { createTestDatabase } from "../test/helpers/databases.js";
 import { startWorld } from "../test/helpers/real-world.js";
 import { summarize } from "./lib/stats.js";
 import { killAllServers, startServerProcess } from "./lib/server-process.js";
+import { envNumber } from "./lib/env.js";
 
-const SINGLE = Number(process.env.LATENCY_SINGLE ?? 200);
-const CASCADE = Number(process.env.LATENCY_CASCADE ?? 1000);
+const SINGLE = envNumber("LATENCY_SINGLE", 200, 1, 1_000_000, { integer: true });
+const CASCADE = envNumber("LATENCY_CASCADE", 1000, 1, 1_000_000, { integer: true });
 const DRIVER = (process.env.LATENCY_DRIVER ?? "sqlite") as "sqlite" | "postgresql";
 const ALICE = "did:web:example.com/user/alice";
 const headers = { "x-delegator-did": ALICE };

@@ -48,11 +48,12 @@ import { type Driver, createTestDatabase } from "../test/helpers/databases.js";
 import { benchDelegation } from "./lib/seed.js";
 import { killAllServers, startServerProcess } from "./lib/server-process.js";
 import { summarize } from "./lib/stats.js";
+import { envNumber } from "./lib/env.js";
 
 const SIZES = (process.env.LIST_SIZES ?? "1000,100000,1000000").split(",").map(Number);
 const DRIVERS = (process.env.LIST_DRIVERS ?? "sqlite,postgresql").split(",") as Driver[];
-const SAMPLES = Number(process.env.LIST_SAMPLES ?? 200);
-const WARMUP = Number(process.env.LIST_WARMUP ?? 20);
+const SAMPLES = envNumber("LIST_SAMPLES", 200, 1, 1_000_000, { integer: true });
+const WARMUP = envNumber("LIST_WARMUP", 20, 0, 1_000_000, { integer: true });
 const PAGE = 50;
 const ALICE = "did:web:example.com/user/alice";
 const DAY = 24 * 3600_000;

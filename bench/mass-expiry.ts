@@ -26,10 +26,11 @@ import { createTestDatabase } from "../test/helpers/databases.js";
 import { benchDelegation } from "./lib/seed.js";
 import { summarize } from "./lib/stats.js";
 import { killAllServers, startServerProcess } from "./lib/server-process.js";
+import { envNumber } from "./lib/env.js";
 
-const N = Number(process.env.EXPIRY_N ?? 100_000);
-const WINDOW_MS = Number(process.env.EXPIRY_WINDOW_MS ?? 10_000);
-const LEAD_MS = Number(process.env.EXPIRY_LEAD_MS ?? 8_000); // start-up and warm-up before the first is due
+const N = envNumber("EXPIRY_N", 100_000, 1, 10_000_000, { integer: true });
+const WINDOW_MS = envNumber("EXPIRY_WINDOW_MS", 10_000, 0, 3_600_000, { integer: true });
+const LEAD_MS = envNumber("EXPIRY_LEAD_MS", 8_000, 0, 600_000, { integer: true }); // start-up and warm-up before the first is due
 const drivers = (process.env.EXPIRY_DRIVERS ?? "sqlite,postgresql").split(",");
 const ALICE = "did:web:example.com/user/alice";
 

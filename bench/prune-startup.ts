@@ -21,8 +21,9 @@ import { createTestDatabase } from "../test/helpers/databases.js";
 import { benchDelegation } from "./lib/seed.js";
 import { killAllServers, startServerProcess } from "./lib/server-process.js";
 import { summarize } from "./lib/stats.js";
+import { envNumber } from "./lib/env.js";
 
-const N = Number(process.env.PRUNE_N ?? 1_000_000);
+const N = envNumber("PRUNE_N", 1_000_000, 1, 100_000_000, { integer: true });
 const drivers = (process.env.PRUNE_DRIVERS ?? "sqlite,postgresql").split(",");
 const DAY = 24 * 3600_000;
 

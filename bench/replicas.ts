@@ -26,10 +26,11 @@ import { openStore } from "../src/store/open-store.js";
 import { createTestDatabase } from "../test/helpers/databases.js";
 import { type LatencySummary, summarize } from "./lib/stats.js";
 import { type ServerProcess, killAllServers, startServerProcess } from "./lib/server-process.js";
+import { envNumber } from "./lib/env.js";
 
-const WATCHERS = Number(process.env.REPLICA_WATCHERS ?? 50);
-const REVOKES = Number(process.env.REPLICA_REVOKES ?? 200);
-const DUE = Number(process.env.REPLICA_DUE ?? 300);
+const WATCHERS = envNumber("REPLICA_WATCHERS", 50, 0, 100_000, { integer: true });
+const REVOKES = envNumber("REPLICA_REVOKES", 200, 1, 1_000_000, { integer: true });
+const DUE = envNumber("REPLICA_DUE", 300, 0, 1_000_000, { integer: true });
 const ALICE = { "x-delegator-did": "did:web:example.com/user/alice" };
 const ADMIN = { "x-delegator-did": "" };
 

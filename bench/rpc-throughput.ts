@@ -36,16 +36,9 @@ import { h2loadAvailable, runH2load } from "./lib/h2load.js";
 import { BENCH_MAX_COMMANDS, ECHO_PATH, type LoadResult, type LoadSpec, type Protocol } from "./lib/load.js";
 import { runNodeLoad } from "./lib/node-load.js";
 import { type ServerProcess, killAllServers, startServerProcess } from "./lib/server-process.js";
+import { envNumber } from "./lib/env.js";
 
 // ---------------------------------------------------------------- settings
-
-function envInt(key: string, def: number, min: number, max: number): number {
-  const raw = process.env[key]?.trim();
-  if (raw === undefined || raw === "") return def;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${key} must be an integer in ${min}..${max}, got "${raw}"`);
-  return n;
-}
 
 /** Every target, in the order the table lists them: each baseline above the rows measured against it. */
 const TARGETS = ["echo", "get", "authorize", "create", "connect-echo", "connect-get", "connect-authorize"] as const;
@@ -69,10 +62,10 @@ const BASELINE: Record<TargetName, Baseline> = {
 const BROKER_ORDER: TargetName[] = ["get", "authorize", "connect-get", "connect-authorize", "create"];
 
 const config = {
-  durationS: envInt("BENCH_DURATION_S", 10, 1, 600),
-  warmupS: envInt("BENCH_WARMUP_S", 2, 0, 120),
-  concurrency: envInt("BENCH_CONCURRENCY", 50, 1, 1000),
-  connections: envInt("BENCH_CONNECTIONS", 10, 1, 1000),
+  durationS: envNumber("BENCH_DURATION_S", 10, 1, 600, { integer: true }),
+  warmupS: envNumber("BENCH_WARMUP_S", 2, 0, 120, { integer: true }),
+  concurrency: envNumber("BENCH_CONCURRENCY", 50, 1, 1000, { integer: true }),
+  connections: envNumber("BENCH_CONNECTIONS", 10, 1, 1000, { integer: true }),
   loadgen: (process.env.BENCH_LOADGEN ?? "auto") as "auto" | "h2load" | "node",
   targets: (process.env.BENCH_TARGETS ?? TARGETS.join(","))
     .split(",")

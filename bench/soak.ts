@@ -36,45 +36,28 @@ import { type Driver, type TestDatabase, createTestDatabase } from "../test/help
 import { benchDelegation } from "./lib/seed.js";
 import { type ServerProcess, killAllServers, startServerProcess } from "./lib/server-process.js";
 import { type ClientReport, type FromClient, type LoadConfig, type ToClient, type WatchConfig, round, sleep } from "./lib/soak-shared.js";
+import { envNumber, envRange } from "./lib/env.js";
 
 // ---------------------------------------------------------------- settings
 
-function envNum(key: string, def: number, min: number, max: number): number {
-  const raw = process.env[key]?.trim();
-  if (raw === undefined || raw === "") return def;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new Error(`${key} must be a number in ${min}..${max}, got "${raw}"`);
-  return n;
-}
-
-function envRange(key: string, def: [number, number], min: number, max: number): [number, number] {
-  const raw = process.env[key]?.trim();
-  if (raw === undefined || raw === "") return def;
-  const m = /^(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)$/.exec(raw);
-  const lo = Number(m?.[1]);
-  const hi = Number(m?.[2]);
-  if (!m || lo < min || hi > max || lo > hi) throw new Error(`${key} must be MIN-MAX within ${min}..${max}, got "${raw}"`);
-  return [lo, hi];
-}
-
-const DURATION_S = envNum("SOAK_DURATION_S", 600, 10, 7 * 86_400);
-const REPORT_EVERY_S = envNum("SOAK_REPORT_EVERY_S", 30, 1, 3600);
+const DURATION_S = envNumber("SOAK_DURATION_S", 600, 10, 7 * 86_400);
+const REPORT_EVERY_S = envNumber("SOAK_REPORT_EVERY_S", 30, 1, 3600);
 const DRIVER = (process.env.SOAK_DRIVER ?? "sqlite") as Driver;
 if (DRIVER !== "sqlite" && DRIVER !== "postgresql") throw new Error(`SOAK_DRIVER must be sqlite or postgresql, got "${DRIVER}"`);
-const RATE = envNum("SOAK_RATE", 400, 10, 5000);
-const CREATES_PER_S = envNum("SOAK_CREATES_PER_S", 10, 0.1, 500);
+const RATE = envNumber("SOAK_RATE", 400, 10, 5000);
+const CREATES_PER_S = envNumber("SOAK_CREATES_PER_S", 10, 0.1, 500);
 const [TTL_MIN_S, TTL_MAX_S] = envRange("SOAK_TTL_S", [30, 90], 1, 86_400);
-const REVOKE_SHARE = envNum("SOAK_REVOKE_SHARE", 0.25, 0, 1);
-const WATCHERS = envNum("SOAK_WATCHERS", 50, 0, 10_000);
+const REVOKE_SHARE = envNumber("SOAK_REVOKE_SHARE", 0.25, 0, 1);
+const WATCHERS = envNumber("SOAK_WATCHERS", 50, 0, 10_000);
 const [WATCH_LIFE_MIN_S, WATCH_LIFE_MAX_S] = envRange("SOAK_WATCH_LIFE_S", [5, 20], 0.1, 3600);
 /** Seeded delegations that fill the policy cache and the dev GSAP revocation record (both 10,000) before the load. */
-const PREFILL = envNum("SOAK_PREFILL", 10_000, 0, 1_000_000);
+const PREFILL = envNumber("SOAK_PREFILL", 10_000, 0, 1_000_000);
 /** Until then the live population is still growing toward its steady state (the longest TTL): left out of the comparison. */
-const WARMUP_S = envNum("SOAK_WARMUP_S", Math.min(TTL_MAX_S, Math.floor(DURATION_S / 4)), 0, DURATION_S / 2);
+const WARMUP_S = envNumber("SOAK_WARMUP_S", Math.min(TTL_MAX_S, Math.floor(DURATION_S / 4)), 0, DURATION_S / 2);
 /** Heap growth (after GC) between the first and the last third above which the verdict says leak. See bench/README.md. */
-const HEAP_LIMIT_MB_MIN = envNum("SOAK_HEAP_SLOPE_LIMIT_MB_PER_MIN", 0.25, 0, 1000);
+const HEAP_LIMIT_MB_MIN = envNumber("SOAK_HEAP_SLOPE_LIMIT_MB_PER_MIN", 0.25, 0, 1000);
 /** RSS moves by tens of MB between samples (allocator, V8 reservations): only a steady climb of this much says native memory leaks. */
-const RSS_LIMIT_MB_MIN = envNum("SOAK_RSS_SLOPE_LIMIT_MB_PER_MIN", 5, 0, 1000);
+const RSS_LIMIT_MB_MIN = envNumber("SOAK_RSS_SLOPE_LIMIT_MB_PER_MIN", 5, 0, 1000);
 
 const PREFILL_DID = "did:web:example.com/user/soak-prefill";
 const PREFILL_AC = "ac-soak-prefill";

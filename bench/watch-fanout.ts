@@ -17,9 +17,10 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { DelegationService } from "../src/gen/llmbroker/v1/delegation_service_pb.js";
 import { summarize } from "./lib/stats.js";
 import { killAllServers, startServerProcess } from "./lib/server-process.js";
+import { envNumber } from "./lib/env.js";
 
 const sizes = (process.env.FANOUT_WATCHERS ?? "1000,10000").split(",").map(Number);
-const rounds = Number(process.env.FANOUT_ROUNDS ?? 10);
+const rounds = envNumber("FANOUT_ROUNDS", 10, 1, 10_000, { integer: true });
 const perSession = 100; // LIMIT_MAX_CONCURRENT_STREAMS
 const ALICE = "did:web:example.com/user/alice";
 const headers = { "x-delegator-did": ALICE };
