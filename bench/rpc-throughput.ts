@@ -66,6 +66,8 @@ const config = {
   warmupS: envNumber("BENCH_WARMUP_S", 2, 0, 120, { integer: true }),
   concurrency: envNumber("BENCH_CONCURRENCY", 50, 1, 1000, { integer: true }),
   connections: envNumber("BENCH_CONNECTIONS", 10, 1, 1000, { integer: true }),
+  /** Every target this many times, baselines included, each round's ratios to that round's baselines; then the medians. */
+  rounds: envNumber("BENCH_ROUNDS", 1, 1, 20, { integer: true }),
   loadgen: (process.env.BENCH_LOADGEN ?? "auto") as "auto" | "h2load" | "node",
   targets: (process.env.BENCH_TARGETS ?? TARGETS.join(","))
     .split(",")
@@ -429,7 +431,7 @@ function fmt(n: number, digits: number): string {
   return Number.isFinite(n) ? n.toFixed(digits) : "-";
 }
 
-function report(rows: Row[]): void {
+function report(rows: Row[], round?: string): void {
   const rpsOf = (t: TargetName) => rows.find((r) => r.target === t)?.result.rps ?? Number.NaN;
   const echoRps = rpsOf("echo");
   const ratio = (r: Row) => r.result.rps / rpsOf(BASELINE[r.target]);
@@ -448,6 +450,7 @@ function report(rows: Row[]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   console.log("");
+  if (round) console.log(round);
   console.log(
     `rpc-throughput: loadgen=${loadgen} db=${databaseKind} duration=${config.durationS}s warmup=${config.warmupS}s concurrency=${config.concurrency}` +
       ` connections=${config.connections} node=${process.version} cpus=${cpus().length}` +
@@ -461,8 +464,7 @@ function report(rows: Row[]): void {
     if (r.extra?.delegationsCreated !== undefined) console.log(`${r.target}: ${r.extra.delegationsCreated} ACTIVE delegations made, ${r.extra.served} successes seen (warm-up included)`);
   }
   for (const r of rows) for (const w of r.warnings) console.log(`WARNING ${r.target}: ${w}`);
-
-  const round = (n: number, d: number) => (Number.isFinite(n) ? Number(n.toFixed(d)) : null);
+  if (round) return;
   const summary = {
     bench: "rpc-throughput",
     loadgen,
@@ -471,18 +473,18 @@ function report(rows: Row[]): void {
     concurrency: config.concurrency,
     connections: config.connections,
     // Other work on the machine lowers req/s; the load average tells whether the run was alone.
-    loadavg1m: [round(loadStart[0]!, 2), round(loadavg()[0]!, 2)],
+    loadavg1m: [rounded(loadStart[0]!, 2), rounded(loadavg()[0]!, 2)],
     results: Object.fromEntries(
       rows.map((r) => [
         r.target,
         {
-          rps: round(r.result.rps, 0),
-          p50Ms: round(r.result.p50Ms, 3),
-          p99Ms: round(r.result.p99Ms, 3),
+          rps: rounded(r.result.rps, 0),
+          p50Ms: rounded(r.result.p50Ms, 3),
+          p99Ms: rounded(r.result.p99Ms, 3),
           baseline: BASELINE[r.target],
-          ratio: round(ratio(r), 3),
-          ratioToEcho: round(r.result.rps / echoRps, 3),
-          cpuUsPerReq: round(r.cpuUsPerRequest, 0),
+          ratio: rounded(ratio(r), 3),
+          ratioToEcho: rounded(r.result.rps / echoRps, 3),
+          cpuUsPerReq: rounded(r.cpuUsPerRequest, 0),
           errors: r.result.errors,
           ...(r.extra ?? {}),
           ok: r.warnings.length === 0,
@@ -493,20 +495,114 @@ function report(rows: Row[]): void {
   console.log(JSON.stringify(summary));
 }
 
-async function main(): Promise<number> {
+function rounded(n: number, d: number): number | null {
+  return Number.isFinite(n) ? Number(n.toFixed(d)) : null;
+}
+
+function median(values: number[]): number {
+  const v = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 === 1 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+/**
+ * Several rounds: each row's ratio is to its baseline of the same round, and
+ * the medians are over the rounds. `cpu ratio` is the baseline's CPU per
+ * request divided by the row's (1.0 = as cheap as the bare server): other
+ * work on the machine moves it far less than req/s.
+ */
+function reportRounds(rounds: Row[][]): void {
+  const of = (rows: Row[], t: TargetName) => rows.find((r) => r.target === t);
+  const stat = (t: TargetName) => {
+    const per = rounds.map((rows) => {
+      const r = of(rows, t)!;
+      const base = of(rows, BASELINE[t])!;
+      return { rps: r.result.rps, ratio: r.result.rps / base.result.rps, cpuRatio: base.cpuUsPerRequest / r.cpuUsPerRequest, cpu: r.cpuUsPerRequest, p99: r.result.p99Ms };
+    });
+    const ratios = per.map((p) => p.ratio);
+    return {
+      rps: median(per.map((p) => p.rps)),
+      ratio: median(ratios),
+      ratioMin: Math.min(...ratios),
+      ratioMax: Math.max(...ratios),
+      cpuRatio: median(per.map((p) => p.cpuRatio)),
+      cpuUsPerReq: median(per.map((p) => p.cpu)),
+      p99Ms: median(per.map((p) => p.p99)),
+      ratios,
+    };
+  };
+  const targets = TARGETS.filter((t) => of(rounds[0]!, t) !== undefined);
+  const stats = new Map(targets.map((t) => [t, stat(t)]));
+  const header = ["target (median of " + rounds.length + " rounds)", "req/s", "vs baseline", "(min-max)", "cpu ratio", "cpu us/req", "p99 ms"];
+  const lines = targets.map((t) => {
+    const x = stats.get(t)!;
+    return [of(rounds[0]!, t)!.label, fmt(x.rps, 0), `${fmt(x.ratio, 3)}x`, `${fmt(x.ratioMin, 3)}-${fmt(x.ratioMax, 3)}`, fmt(x.cpuRatio, 3), fmt(x.cpuUsPerReq, 0), fmt(x.p99Ms, 2)];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  console.log("");
+  console.log(row(header));
+  console.log(row(widths.map((w) => "-".repeat(w))));
+  for (const l of lines) console.log(row(l));
+  console.log("cpu ratio: the baseline's CPU per request / the row's, in the same round (1.0 = as cheap as the bare server)");
+  const summary = {
+    bench: "rpc-throughput",
+    loadgen,
+    database: databaseKind,
+    durationS: config.durationS,
+    concurrency: config.concurrency,
+    connections: config.connections,
+    rounds: rounds.length,
+    loadavg1m: [rounded(loadStart[0]!, 2), rounded(loadavg()[0]!, 2)],
+    median: Object.fromEntries(
+      targets.map((t) => {
+        const x = stats.get(t)!;
+        return [
+          t,
+          {
+            baseline: BASELINE[t],
+            rps: rounded(x.rps, 0),
+            ratio: rounded(x.ratio, 3),
+            ratios: x.ratios.map((r) => rounded(r, 3)),
+            cpuRatio: rounded(x.cpuRatio, 3),
+            cpuUsPerReq: rounded(x.cpuUsPerReq, 0),
+            p99Ms: rounded(x.p99Ms, 3),
+          },
+        ];
+      }),
+    ),
+    ok: rounds.every((rows) => rows.every((r) => r.warnings.length === 0)),
+  };
+  console.log(JSON.stringify(summary));
+}
+
+async function runRound(): Promise<Row[]> {
   const rows: Row[] = [];
+  rows.push(await benchEcho());
+  if (config.targets.includes("connect-echo")) rows.push(await benchConnectEcho());
+  const brokerTargets = config.targets.filter((t) => t !== "echo" && t !== "connect-echo");
+  if (brokerTargets.length > 0) rows.push(...(await benchBroker(brokerTargets)));
+  rows.sort((a, b) => TARGETS.indexOf(a.target) - TARGETS.indexOf(b.target));
+  return rows;
+}
+
+async function main(): Promise<number> {
+  const rounds: Row[][] = [];
   try {
-    rows.push(await benchEcho());
-    if (config.targets.includes("connect-echo")) rows.push(await benchConnectEcho());
-    const brokerTargets = config.targets.filter((t) => t !== "echo" && t !== "connect-echo");
-    if (brokerTargets.length > 0) rows.push(...(await benchBroker(brokerTargets)));
+    for (let i = 0; i < config.rounds; i++) {
+      rounds.push(await runRound());
+      // Each round's broker gets a fresh database, as the first did.
+      await dropFreshDatabase();
+      if (config.rounds > 1) report(rounds[i]!, `round ${i + 1} of ${config.rounds}`);
+    }
   } finally {
     rmSync(workDir, { recursive: true, force: true });
     await dropFreshDatabase();
   }
-  rows.sort((a, b) => TARGETS.indexOf(a.target) - TARGETS.indexOf(b.target));
-  report(rows);
-  return rows.some((r) => r.warnings.length > 0) ? 1 : 0;
+  if (config.rounds > 1) reportRounds(rounds);
+  else report(rounds[0]!);
+  return rounds.some((rows) => rows.some((r) => r.warnings.length > 0)) ? 1 : 0;
 }
 
 main().then(
