@@ -316,6 +316,18 @@ describe.each(DRIVERS)("DelegationStore endings on %s", (driver) => {
       expect(await h.store.end(spec)).toEqual([]);
     });
 
+    it("run at once, expiry batches take disjoint delegations, each expired once, with consecutive revisions", async () => {
+      const ds = await Promise.all(Array.from({ length: 30 }, (_, i) => h.seed("ACTIVE", { createTime: T0 - 100 + i, expireTime: T0 + i })));
+      const head = await h.store.headRevision();
+      const spec = { target: { dueAt: T0 + 100 }, ending: "expire", reason: "ttl_elapsed", now: T0 + 100, limit: 10 } as const;
+      const batches = await Promise.all([h.store.end(spec), h.store.end(spec), h.store.end(spec), h.store.end(spec)]);
+      const all = batches.flat();
+      expect(sortedIds(all.map((e) => e.delegation))).toEqual(sortedIds(ds));
+      expect(batches.map((b) => b.length).sort((a, b) => a - b)).toEqual([0, 10, 10, 10]);
+      expect(all.map((e) => e.revision).sort((a, b) => (a < b ? -1 : 1))).toEqual(revisionsAfter(head, 30));
+      expect((await h.events(head)).filter((e) => e.type === "EXPIRED")).toHaveLength(30);
+    });
+
     it("revokes the children of what it expires, and ends a due child with its parent only once", async () => {
       const parent = await h.seed("ACTIVE", { createTime: T0, expireTime: T0 + 10 });
       const dueChild = await h.seedChild(parent, "ACTIVE", { expireTime: T0 + 5 });
