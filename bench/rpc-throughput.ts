@@ -431,6 +431,29 @@ function fmt(n: number, digits: number): string {
   return Number.isFinite(n) ? n.toFixed(digits) : "-";
 }
 
+/** A table: the first column left-aligned, the others right-aligned, a rule under the header. */
+function printTable(header: string[], lines: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  console.log(row(header));
+  console.log(row(widths.map((w) => "-".repeat(w))));
+  for (const l of lines) console.log(row(l));
+}
+
+/** What every JSON summary starts with. */
+function summaryHeader() {
+  return {
+    bench: "rpc-throughput",
+    loadgen,
+    database: databaseKind,
+    durationS: config.durationS,
+    concurrency: config.concurrency,
+    connections: config.connections,
+    // Other work on the machine lowers req/s; the load average tells whether the run was alone.
+    loadavg1m: [rounded(loadStart[0]!, 2), rounded(loadavg()[0]!, 2)],
+  };
+}
+
 function report(rows: Row[], round?: string): void {
   const rpsOf = (t: TargetName) => rows.find((r) => r.target === t)?.result.rps ?? Number.NaN;
   const echoRps = rpsOf("echo");
@@ -447,8 +470,6 @@ function report(rows: Row[], round?: string): void {
     fmt(r.cpuUsPerRequest, 0),
     String(r.result.errors),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   console.log("");
   if (round) console.log(round);
   console.log(
@@ -456,9 +477,7 @@ function report(rows: Row[], round?: string): void {
       ` connections=${config.connections} node=${process.version} cpus=${cpus().length}` +
       ` loadavg=${loadStart.map((l) => l.toFixed(2)).join("/")}->${loadavg().map((l) => l.toFixed(2)).join("/")}`,
   );
-  console.log(row(header));
-  console.log(row(widths.map((w) => "-".repeat(w))));
-  for (const l of lines) console.log(row(l));
+  printTable(header, lines);
   console.log("vs baseline: gRPC rows to echo (bare grpc-js), Connect rows to connect-echo (bare connect-node, HTTP/1.1)");
   for (const r of rows) {
     if (r.extra?.delegationsCreated !== undefined) console.log(`${r.target}: ${r.extra.delegationsCreated} ACTIVE delegations made, ${r.extra.served} successes seen (warm-up included)`);
@@ -466,14 +485,7 @@ function report(rows: Row[], round?: string): void {
   for (const r of rows) for (const w of r.warnings) console.log(`WARNING ${r.target}: ${w}`);
   if (round) return;
   const summary = {
-    bench: "rpc-throughput",
-    loadgen,
-    database: databaseKind,
-    durationS: config.durationS,
-    concurrency: config.concurrency,
-    connections: config.connections,
-    // Other work on the machine lowers req/s; the load average tells whether the run was alone.
-    loadavg1m: [rounded(loadStart[0]!, 2), rounded(loadavg()[0]!, 2)],
+    ...summaryHeader(),
     results: Object.fromEntries(
       rows.map((r) => [
         r.target,
@@ -539,22 +551,12 @@ function reportRounds(rounds: Row[][]): void {
     const x = stats.get(t)!;
     return [of(rounds[0]!, t)!.label, fmt(x.rps, 0), `${fmt(x.ratio, 3)}x`, `${fmt(x.ratioMin, 3)}-${fmt(x.ratioMax, 3)}`, fmt(x.cpuRatio, 3), fmt(x.cpuUsPerReq, 0), fmt(x.p99Ms, 2)];
   });
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const row = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   console.log("");
-  console.log(row(header));
-  console.log(row(widths.map((w) => "-".repeat(w))));
-  for (const l of lines) console.log(row(l));
+  printTable(header, lines);
   console.log("cpu ratio: the baseline's CPU per request / the row's, in the same round (1.0 = as cheap as the bare server)");
   const summary = {
-    bench: "rpc-throughput",
-    loadgen,
-    database: databaseKind,
-    durationS: config.durationS,
-    concurrency: config.concurrency,
-    connections: config.connections,
+    ...summaryHeader(),
     rounds: rounds.length,
-    loadavg1m: [rounded(loadStart[0]!, 2), rounded(loadavg()[0]!, 2)],
     median: Object.fromEntries(
       targets.map((t) => {
         const x = stats.get(t)!;
