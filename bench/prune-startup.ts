@@ -59,7 +59,8 @@ async function seed(db: SqlDatabase): Promise<void> {
       ds.push(delegationValues(d));
       // The first half of the log is older than the retention (7 days).
       const t = i <= N / 2 ? now - 8 * DAY + i : now - DAY + i;
-      es.push([i, d.id, d.delegatorDid, d.state === "ACTIVE" ? "CREATED" : "EXPIRED", t, "seeded", JSON.stringify(d), "", ""]);
+      // EVENT_COLUMNS: revision … snapshot, chronicle_cid, audit_state, actor (the broker), detail.
+      es.push([i, d.id, d.delegatorDid, d.state === "ACTIVE" ? "CREATED" : "EXPIRED", t, "seeded", JSON.stringify(d), "", "", "", ""]);
     }
     await db.transaction(async (tx) => {
       await insertRows(tx, "delegations", DELEGATION_COLUMNS, ds);
