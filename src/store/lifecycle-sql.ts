@@ -188,13 +188,14 @@ export class LifecycleSql {
    */
   private async appendPostgres(tx: SqlConn, changes: readonly Change[], now: number): Promise<bigint[]> {
     const n = changes.length;
-    const params: unknown[] = [n];
-    const notify = (head: string) => {
+    /** The notification of `head` (an SQL expression), its channel appended to `params`. */
+    const notify = (params: unknown[], head: string) => {
       if (!this.notifyChannel) return "1";
       params.push(this.notifyChannel);
       return `pg_notify($${params.length}, ${head})`;
     };
     if (!(this.contentId && changes.some((c) => c.type === "CREATED"))) {
+      const params: unknown[] = [n];
       // The revision is the statement's: the counter's new value - n + the row's position.
       const rows = changes.map((c, i) => `(${placeholders(params, eventValues(c, 0n, "", now).slice(1), EVENT_CASTS.slice(1))}, ${i + 1})`);
       const [row] = await tx.all<{ value: number | string }>(
@@ -205,14 +206,14 @@ export class LifecycleSql {
            SELECT "m"."value" - $1 + v."ord", ${EVENT_COLUMNS.slice(1).map((c) => `v."${c}"`).join(", ")}
              FROM "m", (VALUES ${rows.join(", ")}) AS v(${EVENT_COLUMNS.slice(1).map((c) => `"${c}"`).join(", ")}, "ord")
          )
-         SELECT "m"."value", ${notify(`"m"."value"::text`)} FROM "m"`,
+         SELECT "m"."value", ${notify(params, `"m"."value"::text`)} FROM "m"`,
         params,
       );
       return revisions(BigInt(row!.value) - BigInt(n) + 1n, n);
     }
     const last = await takeRevisions(tx, n);
     const first = last - BigInt(n) + 1n;
-    params.length = 0;
+    const params: unknown[] = [];
     const stamped: string[] = [];
     const events = changes.map((c, i) => {
       const cid = this.stampContentId(c, first + BigInt(i), now);
@@ -227,7 +228,7 @@ export class LifecycleSql {
        ), "stamp" AS (
          UPDATE "delegations" AS d SET "chronicle_cid" = s."cid" FROM (VALUES ${stamped.join(", ")}) AS s("id", "cid") WHERE d."id" = s."id"
        )
-       SELECT ${notify(`'${last.toString()}'`)}`,
+       SELECT ${notify(params, `'${last.toString()}'`)}`,
       params,
     );
     return revisions(first, n);

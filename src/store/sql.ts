@@ -228,7 +228,12 @@ export class SqliteDatabase implements SqlDatabase {
     });
   }
 
-  /** Between two commits, with nothing open: the WAL restarts from its beginning (PASSIVE copied nearly all of it). */
+  /**
+   * Between two commits, with nothing open: the WAL restarts from its
+   * beginning. It copies what PASSIVE has not: little under steady writes,
+   * but writes faster than PASSIVE copies (pruning 1,000,000 events) left it
+   * 145 MB to finish, 352 ms on the event loop (see README, start-up and pruning).
+   */
   private restartWalIfDue(): void {
     if (!this.restartDue) return;
     this.restartDue = false;

@@ -15,10 +15,10 @@
  * holds more than `restartFrames` after a PASSIVE checkpoint, `onRestartDue`
  * is told, and the store runs a RESTART checkpoint on its own connection
  * between two commits (a RESTART from this thread would wait for the write
- * lock, which back-to-back commits never leave free long enough). PASSIVE
- * has just copied nearly everything, so that RESTART copies only the rest,
- * and the next commit reuses the WAL from its start (the store's
- * journal_size_limit then truncates the file).
+ * lock, which back-to-back commits never leave free long enough). That
+ * RESTART copies what PASSIVE has not yet, which is little unless writes
+ * outrun PASSIVE, and the next commit reuses the WAL from its start (the
+ * store's journal_size_limit then truncates the file).
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
