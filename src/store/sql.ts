@@ -219,34 +219,30 @@ export class SqliteDatabase implements SqlDatabase {
       this.scheduleNext();
       return;
     }
-    this.restartWalIfDue();
     this.scheduleNext();
     batch.forEach((t, i) => {
       const o = outcomes[i]!;
       if (o.ok) t.resolve(o.value);
       else t.reject(o.error);
     });
+    await this.restartWalIfDue();
   }
 
   /**
-   * Between two commits, with nothing open: the WAL restarts from its
-   * beginning. It copies what PASSIVE has not: little under steady writes,
-   * but writes faster than PASSIVE copies (pruning 1,000,000 events) left it
-   * 145 MB to finish, 352 ms on the event loop (see README, start-up and pruning).
+   * Between two commits: the checkpointer's thread restarts the WAL from its
+   * beginning while this connection holds the mutex (no statement, no open
+   * transaction), so the thread gets the write lock at once and the copying
+   * and syncing it does are off the event loop. Writes wait meanwhile; reads
+   * of the read model and every other call go on. Under writes faster than
+   * PASSIVE copies (pruning 1,000,000 events) that copy took 150–350 ms,
+   * which on this connection stalled the event loop as long.
    */
-  private restartWalIfDue(): void {
-    if (!this.restartDue) return;
+  private async restartWalIfDue(): Promise<void> {
+    if (!this.restartDue || !this.checkpointer) return;
     this.restartDue = false;
-    // Never wait for another process's reader on the event loop: busy now, the next report asks again.
-    this.db.pragma("busy_timeout = 0");
-    try {
-      const [r] = this.db.pragma("wal_checkpoint(RESTART)") as { busy: number }[];
-      if (r && r.busy === 0) this.walRestarts++;
-    } catch {
-      // As busy.
-    } finally {
-      this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
-    }
+    const restarted = await this.checkpointer.restart();
+    // Busy (another process reading), or no answer: the next report asks again.
+    if (restarted) this.walRestarts++;
   }
 
   /** The next group, once the event loop has turned; called with the group just committed out of the way. */

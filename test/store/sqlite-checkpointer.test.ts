@@ -8,7 +8,9 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import Database from "better-sqlite3";
 import { SqliteDatabase } from "../../src/store/sql.js";
+import { SqliteCheckpointer } from "../../src/store/sqlite-checkpointer.js";
 
 describe("SQLite WAL under writes that never pause", () => {
   it("is restarted between commits, so it does not grow with what is written", async () => {
@@ -45,6 +47,49 @@ describe("SQLite WAL under writes that never pause", () => {
       expect((maxWal - walAtStart) / written).toBeLessThan(0.5);
     } finally {
       await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("SqliteCheckpointer.restart, on its thread", () => {
+  it("restarts the WAL when nothing holds it, answers false while another connection reads, and false once closed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lpb-ckpt-"));
+    const path = join(dir, "r.db");
+    const writer = new Database(path);
+    writer.pragma("journal_mode = WAL");
+    writer.pragma("wal_autocheckpoint = 0");
+    writer.exec(`CREATE TABLE "t" ("v" TEXT)`);
+    const insert = writer.prepare(`INSERT INTO "t" ("v") VALUES (?)`);
+    for (let i = 0; i < 200; i++) insert.run("x".repeat(2000));
+    // A long interval: only the RESTARTs this test asks for run.
+    const checkpointer = new SqliteCheckpointer(path, { intervalMs: 60_000 });
+    const reader = new Database(path);
+    try {
+      expect(await checkpointer.restart()).toBe(true);
+      // Restarted: the next commit writes the WAL from its start, so it holds that commit's frames alone.
+      insert.run("y");
+      const [after] = writer.pragma("wal_checkpoint(PASSIVE)") as { log: number }[];
+      expect(after!.log).toBeLessThan(5);
+
+      for (let i = 0; i < 200; i++) insert.run("x".repeat(2000));
+      // A reader whose snapshot needs the WAL: RESTART cannot finish, and waits no longer than it was told.
+      reader.exec("BEGIN");
+      reader.prepare(`SELECT COUNT(*) FROM "t"`).get();
+      const began = Date.now();
+      expect(await checkpointer.restart({ busyTimeoutMs: 50 })).toBe(false);
+      expect(Date.now() - began).toBeLessThan(4_000);
+      reader.exec("COMMIT");
+      expect(await checkpointer.restart()).toBe(true);
+
+      const pending = checkpointer.restart();
+      await checkpointer.close();
+      expect(await pending).toBe(false);
+      expect(await checkpointer.restart()).toBe(false);
+    } finally {
+      await checkpointer.close();
+      reader.close();
+      writer.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
