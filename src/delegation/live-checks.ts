@@ -21,6 +21,8 @@ const BATCH = 100;
 const CONCURRENCY = 8;
 /** How often contexts without a row are adopted (delegations imported or made before the checks). */
 const ADOPT_EVERY_MS = 60_000;
+/** Delegations (or contexts) looked at per transaction of adopting (or forgetting): a few milliseconds each. */
+const ADOPT_WINDOW = 1_000;
 
 export class LiveChecks {
   private readonly clock: () => number;
@@ -38,13 +40,20 @@ export class LiveChecks {
     const { store, settings } = this.deps;
     const now = this.clock();
     if (now - this.lastAdopt >= ADOPT_EVERY_MS) {
-      await store.adoptContexts(now - ADOPT_EVERY_MS);
+      await this.adoptAll(now - ADOPT_EVERY_MS);
       this.lastAdopt = now;
     }
     const due = await store.contextsDue(now - settings.gsapChecks.contextCacheMs, BATCH);
     const ended = await mapLimit(due, CONCURRENCY, (ctx) => this.check(ctx));
     const done = ended.reduce((a, b) => a + b, 0);
     return due.length >= BATCH ? { done, more: true } : { done };
+  }
+
+  /** Every ACTIVE delegation's root context given a row, and rows no live delegation needs forgotten: window by window. */
+  private async adoptAll(forgetBefore: number): Promise<void> {
+    const { store } = this.deps;
+    for (let after: string | null = ""; after !== null; ) after = (await store.adoptContexts(after, ADOPT_WINDOW)).next;
+    for (let after: string | null = ""; after !== null; ) after = (await store.forgetContexts(forgetBefore, after, ADOPT_WINDOW)).next;
   }
 
   /** One context: its answer recorded, and what it no longer allows ended. Returns how many delegations ended. */

@@ -234,24 +234,40 @@ export class CeremonySql {
   }
 
   /**
-   * Gives every root context of an ACTIVE delegation a row (due at once), and
-   * forgets those without live delegations. Returns how many it added.
+   * One window of adoption: a row (due at once) for each root context of the
+   * first `limit` ACTIVE delegations with ids after `after` that has none.
+   * A window, not the table: one statement over every ACTIVE delegation held
+   * the write lock, and the event loop, 200 ms at 100,000 of them.
    */
-  async adoptContexts(conn: SqlConn, forgetBefore: number): Promise<number> {
+  async adoptContexts(conn: SqlConn, after: string, limit: number): Promise<ContextWindow & { added: number }> {
+    const window = await windowAfter(conn, `SELECT "id" AS k FROM "delegations" WHERE "state" = 'ACTIVE' AND "id" > $1 ORDER BY "id" LIMIT $2`, after, limit);
+    if (window.last === null) return { added: 0, next: null };
     const added = await conn.run(
       `INSERT INTO "delegator_contexts" ("ac_id", "principal_did", "status", "capability_ceiling", "checked_time", "attempt_time")
        SELECT d."root_ac_id", MIN(d."delegator_did"), 'unknown', '', 0, 0 FROM "delegations" d
-        WHERE d."state" = 'ACTIVE' AND d."depth" <= 1 AND d."root_ac_id" <> ''
+        WHERE d."state" = 'ACTIVE' AND d."id" > $1 AND d."id" <= $2 AND d."depth" <= 1 AND d."root_ac_id" <> ''
           AND NOT EXISTS (SELECT 1 FROM "delegator_contexts" c WHERE c."ac_id" = d."root_ac_id")
-        GROUP BY d."root_ac_id"`,
+        GROUP BY d."root_ac_id"
+       ON CONFLICT ("ac_id") DO NOTHING`,
+      [after, window.last],
     );
-    await conn.run(
-      // Only rows not touched lately: a create records its context's answer before its delegation exists.
-      `DELETE FROM "delegator_contexts" WHERE "attempt_time" < $1 AND NOT EXISTS
+    return { added, next: window.next };
+  }
+
+  /**
+   * One window of forgetting: of the first `limit` contexts with ids after
+   * `after`, those without a REQUESTED or ACTIVE delegation last tried before
+   * `forgetBefore` (a create records its context's answer before its delegation exists).
+   */
+  async forgetContexts(conn: SqlConn, forgetBefore: number, after: string, limit: number): Promise<ContextWindow & { forgotten: number }> {
+    const window = await windowAfter(conn, `SELECT "ac_id" AS k FROM "delegator_contexts" WHERE "ac_id" > $1 ORDER BY "ac_id" LIMIT $2`, after, limit);
+    if (window.last === null) return { forgotten: 0, next: null };
+    const forgotten = await conn.run(
+      `DELETE FROM "delegator_contexts" WHERE "ac_id" > $1 AND "ac_id" <= $2 AND "attempt_time" < $3 AND NOT EXISTS
          (SELECT 1 FROM "delegations" d WHERE d."root_ac_id" = "delegator_contexts"."ac_id" AND d."state" IN ('REQUESTED', 'ACTIVE'))`,
-      [forgetBefore],
+      [after, window.last, forgetBefore],
     );
-    return added;
+    return { forgotten, next: window.next };
   }
 
   async activeFromContext(conn: SqlConn, acId: string): Promise<{ id: string; capabilityCeiling: string }[]> {
@@ -301,4 +317,16 @@ export class CeremonySql {
     const [row] = await conn.all<{ t: number | string | null }>(`SELECT MIN("next_poll_time") AS "t" FROM "gsap_approvals"`);
     return row?.t === null || row?.t === undefined ? null : toNumber(row.t);
   }
+}
+
+/** Where a window of a walk in key order ends: `next` is where the next window starts, null after the last. */
+export interface ContextWindow {
+  next: string | null;
+}
+
+/** The last key of the window `keys` (a query of keys after $1, limited to $2) selects, and where the next one starts. */
+async function windowAfter(conn: SqlConn, keys: string, after: string, limit: number): Promise<{ last: string | null; next: string | null }> {
+  const [row] = await conn.all<{ last: string | null; n: number | string }>(`SELECT MAX(w.k) AS last, COUNT(*) AS n FROM (${keys}) w`, [after, limit]);
+  const last = row?.last ?? null;
+  return { last, next: last !== null && Number(row!.n) >= limit ? last : null };
 }

@@ -224,8 +224,12 @@ export class SqlStore implements DelegationStore {
     return this.ceremonies.contextsDue(this.db, triedBefore, limit);
   }
 
-  adoptContexts(forgetBefore: number): Promise<number> {
-    return this.db.transaction((tx) => this.ceremonies.adoptContexts(tx, forgetBefore));
+  adoptContexts(after: string, limit: number): Promise<{ added: number; next: string | null }> {
+    return this.db.transaction((tx) => this.ceremonies.adoptContexts(tx, after, limit));
+  }
+
+  forgetContexts(forgetBefore: number, after: string, limit: number): Promise<{ forgotten: number; next: string | null }> {
+    return this.db.transaction((tx) => this.ceremonies.forgetContexts(tx, forgetBefore, after, limit));
   }
 
   activeFromContext(acId: string): Promise<{ id: string; capabilityCeiling: string }[]> {

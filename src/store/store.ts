@@ -420,10 +420,17 @@ export interface DelegatorContextStore {
   /** Root contexts with ACTIVE delegations last asked about before `triedBefore`, least recently first. */
   contextsDue(triedBefore: number, limit: number): Promise<DelegatorContextState[]>;
   /**
-   * Rows for root contexts of ACTIVE delegations that have none (due at
-   * once); forgets those with no live delegation last tried before `forgetBefore`.
+   * Rows (due at once) for the root contexts of the first `limit` ACTIVE
+   * delegations with ids after `after` that have none; one transaction.
+   * `next` is the id to pass for the next window, null after the last.
    */
-  adoptContexts(forgetBefore: number): Promise<number>;
+  adoptContexts(after: string, limit: number): Promise<{ added: number; next: string | null }>;
+  /**
+   * Of the first `limit` contexts with ids after `after`, forgets those
+   * without a REQUESTED or ACTIVE delegation last tried before
+   * `forgetBefore`; one transaction. `next` as for adoptContexts.
+   */
+  forgetContexts(forgetBefore: number, after: string, limit: number): Promise<{ forgotten: number; next: string | null }>;
   /** The ACTIVE delegations made directly from a context, with their ceilings. */
   activeFromContext(acId: string): Promise<{ id: string; capabilityCeiling: string }[]>;
 }
