@@ -271,11 +271,8 @@ export class CeremonySql {
   }
 
   async activeFromContext(conn: SqlConn, acId: string): Promise<{ id: string; capabilityCeiling: string }[]> {
-    const rows = await conn.all<{ id: string; capability_ceiling: string }>(
-      `SELECT "id", "capability_ceiling" FROM "delegations" WHERE "delegator_ac_id" = $1 AND "state" = 'ACTIVE' ORDER BY "id"`,
-      [acId],
-    );
-    return rows.map((r) => ({ id: r.id, capabilityCeiling: r.capability_ceiling }));
+    const rows = await conn.all<{ id: string; capability_ceiling: string }>(ACTIVE_FROM_CONTEXT, [acId]);
+    return rows.map((r) => ({ id: r.id, capabilityCeiling: r.capability_ceiling })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   // --- GSAP approvals
@@ -318,6 +315,13 @@ export class CeremonySql {
     return row?.t === null || row?.t === undefined ? null : toNumber(row.t);
   }
 }
+
+/**
+ * A context's ACTIVE delegations, sorted here and not by the statement: with
+ * ORDER BY "id", SQLite walked (state, id) through every ACTIVE delegation to
+ * skip the sort (222 ms at 100,000 of them, on the event loop).
+ */
+export const ACTIVE_FROM_CONTEXT = `SELECT "id", "capability_ceiling" FROM "delegations" WHERE "delegator_ac_id" = $1 AND "state" = 'ACTIVE'`;
 
 /** Where a window of a walk in key order ends: `next` is where the next window starts, null after the last. */
 export interface ContextWindow {

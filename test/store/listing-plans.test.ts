@@ -13,6 +13,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DelegationState } from "../../src/domain/index.js";
 import { migrate } from "../../src/store/migrate.js";
+import { ACTIVE_FROM_CONTEXT } from "../../src/store/ceremony-sql.js";
 import { countQuery, pageQuery } from "../../src/store/prisma-listing.js";
 import { DELEGATION_COLUMNS, delegationValues } from "../../src/store/rows.js";
 import { PostgresDatabase, type SqlDatabase, SqliteDatabase, insertRows } from "../../src/store/sql.js";
@@ -107,6 +108,15 @@ describe.each(DRIVERS)("ListAgents statements use the indexes (%s)", (driver) =>
     else {
       expect(p).toMatch(/Index Only Scan/);
       expect(p).not.toMatch(/Seq Scan/);
+    }
+  });
+
+  it("the live checks' lookup of one context's ACTIVE delegations searches its (delegator_ac_id, state) index", async () => {
+    const p = await plan({ sql: ACTIVE_FROM_CONTEXT.replace(/\$\d+/g, "?"), text: ACTIVE_FROM_CONTEXT, values: ["ac-other"] });
+    if (driver === "sqlite") expect(p).toMatch(/SEARCH delegations USING INDEX delegations_delegator_ac_id_state_idx \(delegator_ac_id=\? AND state=\?\)/);
+    else {
+      expect(p).toMatch(/delegations_delegator_ac_id_state_idx/);
+      expect(p).not.toMatch(/Seq Scan|delegations_state_id_idx/);
     }
   });
 });
