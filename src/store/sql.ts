@@ -70,6 +70,8 @@ export interface SqliteOptions {
   /** The background checkpoint's interval and WAL restart threshold (tests). By default, 1000 ms and 16,384 frames. */
   checkpointIntervalMs?: number;
   walRestartFrames?: number;
+  /** How long a WAL restart waits for another connection's reader before giving up until the next time. By default, 100 ms. */
+  walRestartBusyMs?: number;
 }
 
 /** Transactions committed together, at most. */
@@ -89,13 +91,18 @@ export class SqliteDatabase implements SqlDatabase {
   private readonly checkpointer: SqliteCheckpointer | undefined;
   /** The checkpointer found the WAL too long: restart it after the next commit (see sqlite-checkpointer.ts). */
   private restartDue = false;
+  /** The WAL restart in progress: writes wait for it, reads do not (see startWalRestart). */
+  private restarting: Promise<void> | undefined;
+  private readonly walRestartBusyMs: number;
   private readonly busyTimeoutMs: number;
-  /** WAL restarts done (tests). */
+  /** WAL restarts done, and given up because another connection was reading (tests). */
   walRestarts = 0;
+  walRestartsBusy = 0;
 
   constructor(path: string, options: SqliteOptions = {}) {
     this.db = new Database(path);
     this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.walRestartBusyMs = options.walRestartBusyMs ?? 100;
     this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
     // WAL: readers (backups, `sqlite3`) work during writes; NORMAL: a commit is
     // durable against a crash of the broker (not of the machine) without an fsync each.
@@ -153,11 +160,25 @@ export class SqliteDatabase implements SqlDatabase {
   }
 
   all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]> {
-    return this.mutex.run(() => this.conn.all<R>(sql, params));
+    const readonly = this.statement(sql).statement.readonly;
+    // During a WAL restart no transaction is open on the connection (writes wait for it): a read need not queue behind them.
+    if (readonly && this.restarting) return this.conn.all<R>(sql, params);
+    return this.mutex.run(async () => {
+      if (!readonly) await this.writesAllowed();
+      return this.conn.all<R>(sql, params);
+    });
   }
 
   run(sql: string, params?: readonly unknown[]): Promise<number> {
-    return this.mutex.run(() => this.conn.run(sql, params));
+    return this.mutex.run(async () => {
+      await this.writesAllowed();
+      return this.conn.run(sql, params);
+    });
+  }
+
+  /** Once no WAL restart is in progress: a write meanwhile would wait for the checkpoint's lock on the event loop. */
+  private async writesAllowed(): Promise<void> {
+    while (this.restarting) await this.restarting;
   }
 
   /**
@@ -183,6 +204,7 @@ export class SqliteDatabase implements SqlDatabase {
   }
 
   private async commitWaiting(): Promise<void> {
+    await this.writesAllowed();
     let batch = this.waiting.splice(0, MAX_GROUP);
     if (batch.length === 0) return;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
@@ -225,24 +247,28 @@ export class SqliteDatabase implements SqlDatabase {
       if (o.ok) t.resolve(o.value);
       else t.reject(o.error);
     });
-    await this.restartWalIfDue();
+    this.startWalRestart();
   }
 
   /**
-   * Between two commits: the checkpointer's thread restarts the WAL from its
-   * beginning while this connection holds the mutex (no statement, no open
-   * transaction), so the thread gets the write lock at once and the copying
-   * and syncing it does are off the event loop. Writes wait meanwhile; reads
-   * of the read model and every other call go on. Under writes faster than
-   * PASSIVE copies (pruning 1,000,000 events) that copy took 150–350 ms,
-   * which on this connection stalled the event loop as long.
+   * Right after a commit, with nothing open on the connection: the
+   * checkpointer's thread restarts the WAL from its beginning. Until it is
+   * done, every write on this connection waits (before it starts: a
+   * statement that met the checkpoint's lock would wait for it synchronously,
+   * holding the event loop), while reads go on. So the copying and syncing
+   * the restart does are off the event loop: under writes faster than
+   * PASSIVE copies (pruning 1,000,000 events) they took 150–350 ms, which on
+   * this connection stalled the event loop as long.
    */
-  private async restartWalIfDue(): Promise<void> {
-    if (!this.restartDue || !this.checkpointer) return;
+  private startWalRestart(): void {
+    if (!this.restartDue || !this.checkpointer || this.restarting) return;
     this.restartDue = false;
-    const restarted = await this.checkpointer.restart();
-    // Busy (another process reading), or no answer: the next report asks again.
-    if (restarted) this.walRestarts++;
+    this.restarting = this.checkpointer.restart({ busyTimeoutMs: this.walRestartBusyMs }).then((restarted) => {
+      // Busy (another connection reading), or no answer: the next report asks again.
+      if (restarted) this.walRestarts++;
+      else this.walRestartsBusy++;
+      this.restarting = undefined;
+    });
   }
 
   /** The next group, once the event loop has turned; called with the group just committed out of the way. */

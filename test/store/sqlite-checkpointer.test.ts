@@ -52,6 +52,56 @@ describe("SQLite WAL under writes that never pause", () => {
   });
 });
 
+describe("SQLite during a WAL restart", () => {
+  it("answers reads at once while writes wait for the restart, and loses no write", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lpb-ckpt-"));
+    const path = join(dir, "g.db");
+    // Each restart waits a second for the other connection's reader, then gives up until the next report.
+    const db = new SqliteDatabase(path, { checkpointIntervalMs: 20, walRestartFrames: 50, walRestartBusyMs: 1_000 });
+    const reader = new Database(path);
+    try {
+      await db.run(`CREATE TABLE "t" ("k" INTEGER PRIMARY KEY, "v" TEXT)`);
+      await db.run(`INSERT INTO "t" ("v") VALUES ('first')`);
+      reader.exec("BEGIN");
+      reader.prepare(`SELECT COUNT(*) FROM "t"`).get();
+      const blob = "x".repeat(2000);
+      let inserted = 0;
+      let slowestWrite = 0;
+      const reads: number[] = [];
+      const stopBy = Date.now() + 20_000;
+      const writer = (async () => {
+        while (db.walRestartsBusy === 0 && Date.now() < stopBy) {
+          const began = Date.now();
+          await db.transaction(async (tx) => {
+            for (let j = 0; j < 10; j++) await tx.run(`INSERT INTO "t" ("v") VALUES ($1)`, [blob]);
+          });
+          inserted += 10;
+          slowestWrite = Math.max(slowestWrite, Date.now() - began);
+        }
+      })();
+      while (db.walRestartsBusy === 0 && Date.now() < stopBy) {
+        const began = Date.now();
+        const [row] = await db.all<{ v: string }>(`SELECT "v" FROM "t" WHERE "k" = 1`);
+        expect(row?.v).toBe("first");
+        reads.push(Date.now() - began);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await writer;
+      expect(db.walRestartsBusy).toBeGreaterThan(0);
+      // The restart that waited a second held the writes (one of them waited most of it), not the reads.
+      expect(slowestWrite).toBeGreaterThan(500);
+      expect(Math.max(...reads)).toBeLessThan(500);
+      reader.exec("COMMIT");
+      const [n] = await db.all<{ n: number }>(`SELECT COUNT(*) AS "n" FROM "t"`);
+      expect(n!.n).toBe(inserted + 1);
+    } finally {
+      reader.close();
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("SqliteCheckpointer.restart, on its thread", () => {
   it("restarts the WAL when nothing holds it, answers false while another connection reads, and false once closed", async () => {
     const dir = mkdtempSync(join(tmpdir(), "lpb-ckpt-"));
