@@ -4,11 +4,16 @@
  * what is past its retention. Each task does a bounded batch per run.
  */
 import { EndReason } from "../domain/index.js";
+import { BatchSize, type BatchSizeOptions } from "../scheduler/batch-size.js";
 import type { LoopResult } from "../scheduler/loop.js";
 import type { UseCaseDeps } from "./deps.js";
 
-/** Rows removed per prune statement; the loop runs again while a batch was full. */
-const PRUNE_BATCH = 2_000;
+/**
+ * Rows removed per prune statement, sized to take about 20 ms each (one
+ * statement holds the write lock, and on SQLite the event loop); the loop
+ * runs again while a batch was full.
+ */
+const PRUNE_BATCH: BatchSizeOptions = { initial: 500, min: 50, max: 5_000, targetMs: 20 };
 const STALE_BATCH = 100;
 /**
  * The identity of a delegation that ended this recently is the clean-up
@@ -19,6 +24,7 @@ const RECENTLY_ENDED_MS = 5 * 60_000;
 
 export class Maintenance {
   private readonly clock: () => number;
+  private readonly pruneBatch = { keys: new BatchSize(PRUNE_BATCH), events: new BatchSize(PRUNE_BATCH), effects: new BatchSize(PRUNE_BATCH) };
 
   constructor(private readonly deps: UseCaseDeps) {
     this.clock = deps.clock ?? Date.now;
@@ -75,12 +81,24 @@ export class Maintenance {
   async prune(): Promise<LoopResult> {
     const { store, settings } = this.deps;
     const now = this.clock();
-    const keys = await store.pruneIdempotency(now - settings.idempotencyTtlMs, PRUNE_BATCH);
-    const events = await store.pruneEvents(now - settings.eventRetentionMs, PRUNE_BATCH);
-    const effects = await store.pruneEffects(now - settings.eventRetentionMs, PRUNE_BATCH);
-    return {
-      done: keys + events.deleted + effects,
-      more: keys === PRUNE_BATCH || events.more || effects === PRUNE_BATCH,
-    };
+    const { keys, events, effects } = this.pruneBatch;
+    const k = await sized(keys, async (n) => {
+      const deleted = await store.pruneIdempotency(now - settings.idempotencyTtlMs, n);
+      return { deleted, more: deleted === n };
+    });
+    const e = await sized(events, (n) => store.pruneEvents(now - settings.eventRetentionMs, n));
+    const f = await sized(effects, async (n) => {
+      const deleted = await store.pruneEffects(now - settings.eventRetentionMs, n);
+      return { deleted, more: deleted === n };
+    });
+    return { done: k.deleted + e.deleted + f.deleted, more: k.more || e.more || f.more };
   }
+}
+
+/** One batch of `size` rows, its time recorded (wall time: what the write lock was held, and the wait for it). */
+async function sized(size: BatchSize, batch: (n: number) => Promise<{ deleted: number; more: boolean }>): Promise<{ deleted: number; more: boolean }> {
+  const began = performance.now();
+  const result = await batch(size.value);
+  size.record(performance.now() - began, result.more);
+  return result;
 }
