@@ -13,15 +13,16 @@
  * checkpoint has copied every frame, and new frames keep arriving (measured:
  * 744 MB of WAL for a 31 MB database after 12 s of creates). So when the WAL
  * holds more than `restartFrames` after a PASSIVE checkpoint, `onRestartDue`
- * is told, and between two commits the store asks this thread for a
- * RESTART checkpoint (`restart()`) and holds its writes until it is done. On
- * its own this thread would wait for the write lock, which back-to-back
- * commits never leave free long enough; with the writes held it gets it at
- * once. The RESTART copies what PASSIVE has not yet and makes the next commit
- * write the WAL from its start (the store's journal_size_limit then truncates
- * the file). The copy is little under steady writes, but writes that outrun
- * PASSIVE (pruning 1,000,000 events) left 150–350 ms of copying and syncing,
- * which is why it runs here and not on the event loop.
+ * is told, and between two commits the store asks this thread to restart
+ * the WAL (`restart()`) and holds its writes until it is done. On its own
+ * this thread would wait for the write lock, which back-to-back commits
+ * never leave free long enough; with the writes held it gets it at once. It
+ * runs a TRUNCATE checkpoint: it copies what PASSIVE has not yet, and the
+ * next commit writes an empty WAL from its start. The copy is little under
+ * steady writes, but writes that outrun PASSIVE (pruning 1,000,000 events)
+ * left 150–350 ms of copying and syncing, which is why it runs here and not
+ * on the event loop; with RESTART instead, the first commit after it cut the
+ * file back to journal_size_limit on the event loop (40–80 ms).
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
@@ -49,7 +50,7 @@ parentPort.on("message", (m) => {
   if (m.type === "restart") {
     // The store holds its writes while this runs: never wait long for another process's reader.
     db.pragma("busy_timeout = " + m.busyTimeoutMs);
-    const r = checkpoint("RESTART");
+    const r = checkpoint("TRUNCATE");
     db.pragma("busy_timeout = 5000");
     parentPort.postMessage({ type: "restarted", id: m.id, busy: r ? r.busy : 1 });
   }
@@ -97,8 +98,8 @@ export class SqliteCheckpointer {
   }
 
   /**
-   * A RESTART checkpoint on this thread: it copies what PASSIVE has not yet
-   * and makes the next commit write the WAL from its start. The caller must
+   * A TRUNCATE checkpoint on this thread: it copies what PASSIVE has not yet
+   * and empties the WAL, so the next commit writes it from its start. The caller must
    * hold its writes until this settles (the checkpoint takes the write lock
    * and waits at most `busyTimeoutMs` for it or for another process's
    * reader). True when the WAL was restarted; false when it was busy, the
