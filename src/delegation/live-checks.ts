@@ -22,7 +22,7 @@ const CONCURRENCY = 8;
 /** How often contexts without a row are adopted (delegations imported or made before the checks). */
 const ADOPT_EVERY_MS = 60_000;
 /** Delegations (or contexts) looked at per transaction of adopting (or forgetting): a few milliseconds each. */
-const ADOPT_WINDOW = 1_000;
+const ADOPT_WINDOW = 500;
 
 export class LiveChecks {
   private readonly clock: () => number;
