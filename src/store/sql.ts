@@ -159,7 +159,8 @@ export class SqliteDatabase implements SqlDatabase {
     this.statement(sql).statement.run();
   }
 
-  all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+  async all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    // A statement that does not prepare (a syntax error, a missing table) rejects, as any other failure.
     const readonly = this.statement(sql).statement.readonly;
     // During a WAL restart no transaction is open on the connection (writes wait for it): a read need not queue behind them.
     if (readonly && this.restarting) return this.conn.all<R>(sql, params);

@@ -96,4 +96,10 @@ describe("SQLite group commit", () => {
     expect(order).toEqual([1, 2, 3]);
     expect((await db.all<{ v: number }>(`SELECT "v" FROM "t" WHERE "k" = 'x'`))[0]!.v).toBe(3);
   });
+
+  it("rejects a statement that does not prepare, as a promise, and goes on", async () => {
+    const answer = db.all(`SELECT "v" FROM "no_such_table"`);
+    await expect(answer).rejects.toThrow(/no such table/);
+    expect(await db.all(`SELECT COUNT(*) AS "n" FROM "t"`)).toEqual([{ n: 0 }]);
+  });
 });
