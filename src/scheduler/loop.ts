@@ -13,7 +13,9 @@
  * - With a lease, only the replica holding it runs the task; a keeper renews
  *   the lease every third of its TTL while held and tries to take it over as
  *   often while not, so another replica takes over within about one TTL
- *   after the holder dies.
+ *   after the holder dies. A run asks for the lease first unless it was
+ *   taken or renewed within half the TTL (then it is surely still held: no
+ *   other replica may take it before a whole TTL has passed).
  * - Time comes from an injected clock; tests call runOnce() instead of waiting.
  */
 import { setImmediate as yieldToEventLoop } from "node:timers/promises";
@@ -109,6 +111,8 @@ export class Loop {
   /** The keeper's lease request in flight, which stop() waits for. */
   private keeping: Promise<void> = Promise.resolve();
   private held: boolean;
+  /** The clock time of the last request that took or renewed the lease (held since then until at least then + TTL). */
+  private heldFrom = Number.NEGATIVE_INFINITY;
   private failures = 0;
   /** The last run reported `more`: a backlog is being drained. */
   private draining = false;
@@ -271,12 +275,17 @@ export class Loop {
 
   private async execute(): Promise<LoopRun> {
     const lease = this.options.lease;
-    if (lease) {
-      this.held = await lease.store.acquireLease(this.name, lease.holder, this.clock(), this.ttlMs).catch((err: unknown) => {
+    // Taken or renewed within half the TTL (the keeper renews every third of it): still ours for at
+    // least as long again, so a run need not write to the lease table first. Under a backlog (an expiry
+    // storm: a run after a run) that was a commit per run, thousands a minute.
+    if (lease && !(this.held && this.clock() - this.heldFrom < this.ttlMs / 2)) {
+      const now = this.clock();
+      this.held = await lease.store.acquireLease(this.name, lease.holder, now, this.ttlMs).catch((err: unknown) => {
         this.options.log?.warn({ err, loop: this.name }, "could not take the loop's lease; will retry");
         return false;
       });
       if (!this.held) return { skipped: true, done: 0 };
+      this.heldFrom = now;
     }
     this.lastRunTime = this.clock();
     try {
@@ -323,8 +332,10 @@ export class Loop {
     const tick = async () => {
       if (this.stopped) return;
       const had = this.held;
-      const held = await lease.store.acquireLease(this.name, lease.holder, this.clock(), this.ttlMs).catch(() => false);
+      const now = this.clock();
+      const held = await lease.store.acquireLease(this.name, lease.holder, now, this.ttlMs).catch(() => false);
       this.held = held;
+      if (held) this.heldFrom = now;
       if (this.stopped) return; // stop() waits for this, then releases what it got
       if (held && !had) this.kick();
     };
