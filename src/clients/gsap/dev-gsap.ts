@@ -33,6 +33,10 @@ export function createDevGsap(options: DevGsapOptions = {}): DevGsap {
   const ceiling = options.delegatorCeiling ?? "CAP_MUTATE";
   const keep = options.keepRevocations ?? 10_000;
   const revoked = new Map<string, DevRevocation>();
+  // The oldest first, from `head` on: deleting a Map's first key again and again is slow in V8
+  // (each keys().next() walks past every entry deleted before it).
+  let order: string[] = [];
+  let head = 0;
   return {
     mode: "dev",
     revoked,
@@ -66,8 +70,15 @@ export function createDevGsap(options: DevGsapOptions = {}): DevGsap {
     async revokeContext(contextId, reason, revokeOptions = {}) {
       // Idempotent like the real one: revoking again changes nothing.
       if (revoked.has(contextId)) return;
-      if (revoked.size >= keep) revoked.delete(revoked.keys().next().value!);
+      if (revoked.size >= keep) {
+        revoked.delete(order[head++]!);
+        if (head > 4096 && head * 2 > order.length) {
+          order = order.slice(head);
+          head = 0;
+        }
+      }
       revoked.set(contextId, { contextId, reason, delegationId: revokeOptions.delegationId ?? "", time: Date.now() });
+      order.push(contextId);
     },
     async close() {},
   };
