@@ -84,7 +84,7 @@ async function lastRevisionBefore(tx: SqlConn, from: bigint, head: bigint, befor
  * past one the audit outbox or a consequence worker has not settled (their
  * cursors). Every lookup is by revision, so the log is never scanned.
  */
-export async function pruneEvents(db: SqlDatabase, before: number, maxRows: number): Promise<{ deleted: number; more: boolean }> {
+export async function pruneEvents(db: SqlDatabase, before: number, maxRows: number): Promise<{ deleted: number; more: boolean; through: bigint }> {
   return db.transaction(async (tx) => {
     const from = await prunedThrough(tx);
     let through = await lastRevisionBefore(tx, from, await headRevision(tx), before);
@@ -95,10 +95,10 @@ export async function pruneEvents(db: SqlDatabase, before: number, maxRows: numb
     const cap = from + BigInt(maxRows);
     const more = through > cap;
     if (more) through = cap;
-    if (through <= from) return { deleted: 0, more: false };
+    if (through <= from) return { deleted: 0, more: false, through: from };
     const deleted = await tx.run(`DELETE FROM "delegation_events" WHERE "revision" > $1 AND "revision" <= $2`, [from.toString(), through.toString()]);
     await advance(tx, "pruned_through", through);
-    return { deleted, more };
+    return { deleted, more, through };
   });
 }
 

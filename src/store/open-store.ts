@@ -26,6 +26,8 @@ export interface OpenStoreOptions {
   contentId?: (event: DelegationEvent) => string;
   /** PostgreSQL: NOTIFY this channel with the head revision on every commit that appends events. */
   notifyChannel?: string;
+  /** Events this process committed kept for the log's readers. By default, 10,000; 0 keeps none. */
+  recentEvents?: number;
 }
 
 /** Opens (and by default migrates) the database at `databaseUrl`. */
@@ -33,17 +35,19 @@ export async function openStore(databaseUrl: string, options: OpenStoreOptions =
   const target = parseDatabaseUrl(databaseUrl);
   if (options.migrate ?? true) await migrate(databaseUrl);
   const contentId = options.contentId ? { contentId: options.contentId } : {};
+  const recent = options.recentEvents !== undefined ? { recentEvents: options.recentEvents } : {};
   if (target.provider === "sqlite") {
     mkdirSync(dirname(resolve(target.path)), { recursive: true });
     const db = new SqliteDatabase(target.path);
     const prisma = new SqliteClient({ adapter: new PrismaBetterSqlite3({ url: target.path, timeout: 5000 }) });
-    return new SqlStore(db, { ...contentId, listing: createPrismaListing(prisma) });
+    return new SqlStore(db, { ...contentId, ...recent, listing: createPrismaListing(prisma) });
   }
   const db = new PostgresDatabase(target.url, { poolSize: options.poolSize ?? 10 });
   // One pool for both. (The adapter declares a newer @types/pg; the runtime module is the same.)
   const prisma = new PostgresClient({ adapter: new PrismaPg(db.pool as unknown as ConstructorParameters<typeof PrismaPg>[0]) });
   return new SqlStore(db, {
     ...contentId,
+    ...recent,
     ...(options.notifyChannel ? { notifyChannel: options.notifyChannel } : {}),
     listing: createPrismaListing(prisma as unknown as SqliteClient),
   });

@@ -145,6 +145,52 @@ export function delegationValues(d: Delegation): unknown[] {
   ];
 }
 
+/** How each column of a delegations row appears in its snapshot: the key, and whether it holds JSON text. */
+const SNAPSHOT_FIELDS: readonly (readonly [keyof Delegation, (typeof DELEGATION_COLUMNS)[number], "json"?])[] = [
+  ["id", "id"],
+  ["state", "state"],
+  ["agentType", "agent_type"],
+  ["agentModel", "agent_model"],
+  ["agentDid", "agent_did"],
+  ["agentClientId", "agent_client_id"],
+  ["idpObjectId", "idp_object_id"],
+  ["idpBackend", "idp_backend"],
+  ["delegatorDid", "delegator_did"],
+  ["delegatorAcId", "delegator_ac_id"],
+  ["delegatedAcId", "delegated_ac_id"],
+  ["delegatedAc", "delegated_ac", "json"],
+  ["capabilityCeiling", "capability_ceiling"],
+  ["ceremonyRequiredFor", "ceremony_required_for", "json"],
+  ["prohibitedCommands", "prohibited_commands", "json"],
+  ["inheritCorpus", "inherit_corpus"],
+  ["inheritContexts", "inherit_contexts"],
+  ["accordTemplate", "accord_template"],
+  ["maxCommands", "max_commands"],
+  ["commandsExecuted", "commands_executed"],
+  ["depth", "depth"],
+  ["createTime", "create_time"],
+  ["updateTime", "update_time"],
+  ["expireTime", "expire_time"],
+  ["endTime", "end_time"],
+  ["endReason", "end_reason"],
+  ["endDetail", "end_detail"],
+  ["rootAcId", "root_ac_id"],
+  ["chronicleCid", "chronicle_cid"],
+];
+if (SNAPSHOT_FIELDS.length !== DELEGATION_COLUMNS.length) throw new Error("SNAPSHOT_FIELDS must name every column of DELEGATION_COLUMNS");
+
+/**
+ * PostgreSQL: the snapshot of the delegations row `alias` as the event log
+ * stores it (JSON text that parses to what delegationFromRow makes of the
+ * row), built by the database so a large batch of events need not carry its
+ * snapshots over the wire. Booleans, integers and NULL map to JSON as they
+ * do through the driver; the JSON columns are embedded as they are stored.
+ */
+export function pgSnapshotSql(alias: string): string {
+  const pairs = SNAPSHOT_FIELDS.map(([key, column, json]) => `'${key}', ${alias}."${column}"${json ? "::json" : ""}`);
+  return `json_build_object(${pairs.join(", ")})::text`;
+}
+
 /** A delegation_events row (the columns the log readers select). */
 export interface EventRow {
   revision: number | string;

@@ -9,6 +9,7 @@ import { CeremonySql } from "./ceremony-sql.js";
 import { CountBatcher } from "./count-batcher.js";
 import * as log from "./log-sql.js";
 import type { Listing } from "./prisma-listing.js";
+import { RecentEvents } from "./recent-events.js";
 import { type DelegationRow, delegationFromRow } from "./rows.js";
 import type { SqlDatabase } from "./sql.js";
 import type {
@@ -45,6 +46,8 @@ export interface SqlStoreOptions {
   notifyChannel?: string;
   /** Listings (ListAgents). */
   listing: Listing;
+  /** Events this process committed kept for the log's readers (see recent-events.ts). By default, 10,000; 0 keeps none. */
+  recentEvents?: number;
 }
 
 /** Carries a refusal out of the counting transaction, rolling it back. */
@@ -58,6 +61,7 @@ export class SqlStore implements DelegationStore {
   readonly driver: "sqlite" | "postgresql";
   private readonly listeners = new Set<(revision: bigint) => void>();
   private readonly lifecycle: LifecycleSql;
+  private readonly recent: RecentEvents;
   private readonly ceremonies: CeremonySql;
   /** Plain counts, committed together (group commit). */
   private readonly counts: CountBatcher;
@@ -67,7 +71,8 @@ export class SqlStore implements DelegationStore {
     private readonly options: SqlStoreOptions,
   ) {
     this.driver = db.dialect;
-    this.lifecycle = new LifecycleSql(options.contentId, options.notifyChannel);
+    this.recent = new RecentEvents(options.recentEvents ?? 10_000);
+    this.lifecycle = new LifecycleSql(options.contentId, options.notifyChannel, this.recent);
     this.ceremonies = new CeremonySql(this.lifecycle);
     this.counts = new CountBatcher((counts, at, freshSince) => this.lifecycle.countMany(this.db, counts, at, freshSince));
   }
@@ -271,11 +276,17 @@ export class SqlStore implements DelegationStore {
   }
 
   readEvents(after: bigint, limit: number, filter?: EventFilter): Promise<DelegationEvent[]> {
+    // What this process has just committed, when it follows `after` at once: the follower's reads, mostly.
+    const recent = filter?.delegationId || filter?.delegatorDid ? undefined : this.recent.read(after, limit);
+    if (recent) return Promise.resolve(recent);
     return log.readEvents(this.db, after, limit, filter);
   }
 
-  pruneEvents(before: number, maxRows: number): Promise<{ deleted: number; more: boolean }> {
-    return log.pruneEvents(this.db, before, maxRows);
+  async pruneEvents(before: number, maxRows: number): Promise<{ deleted: number; more: boolean }> {
+    const { deleted, more, through } = await log.pruneEvents(this.db, before, maxRows);
+    // Nor does a reader get them from memory.
+    this.recent.forgetThrough(through);
+    return { deleted, more };
   }
 
   // --- consequences of endings

@@ -31,6 +31,23 @@ export interface SqlConn {
   all<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]>;
   /** Runs a statement; resolves with the number of rows it changed. */
   run(sql: string, params?: readonly unknown[]): Promise<number>;
+  /**
+   * In a transaction: runs `hook` once the transaction has committed, before
+   * its caller is answered; never if it rolls back (nor for an attempt that
+   * is retried). Absent outside a transaction. A hook must not throw or block.
+   */
+  afterCommit?(hook: () => void): void;
+}
+
+/** Runs the hooks of a committed transaction; one that throws does not stop the others. */
+function runHooks(hooks: readonly (() => void)[]): void {
+  for (const h of hooks) {
+    try {
+      h();
+    } catch {
+      // The commit stands; a hook's failure is its own.
+    }
+  }
 }
 
 export interface SqlDatabase extends SqlConn {
@@ -209,6 +226,8 @@ export class SqliteDatabase implements SqlDatabase {
     let batch = this.waiting.splice(0, MAX_GROUP);
     if (batch.length === 0) return;
     const outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[] = [];
+    /** Each transaction's afterCommit hooks; those of one rolled back to its savepoint are dropped. */
+    const hooks: (() => void)[][] = [];
     const began = performance.now();
     try {
       // IMMEDIATE takes the write lock at once: no deadlock upgrading a read lock.
@@ -222,8 +241,10 @@ export class SqliteDatabase implements SqlDatabase {
           break;
         }
         this.exec("SAVEPOINT tx");
+        const own: (() => void)[] = [];
+        hooks.push(own);
         try {
-          const value = await batch[i]!.fn(this.conn);
+          const value = await batch[i]!.fn({ ...this.conn, afterCommit: (hook) => own.push(hook) });
           this.exec("RELEASE tx");
           outcomes.push({ ok: true, value });
         } catch (error) {
@@ -231,6 +252,7 @@ export class SqliteDatabase implements SqlDatabase {
           if (!this.db.inTransaction) throw error;
           this.exec("ROLLBACK TO tx");
           this.exec("RELEASE tx");
+          own.length = 0;
           outcomes.push({ ok: false, error });
         }
       }
@@ -243,6 +265,7 @@ export class SqliteDatabase implements SqlDatabase {
       return;
     }
     this.scheduleNext();
+    for (const h of hooks) runHooks(h);
     batch.forEach((t, i) => {
       const o = outcomes[i]!;
       if (o.ok) t.resolve(o.value);
@@ -354,8 +377,10 @@ export class PostgresDatabase implements SqlDatabase {
       let broken = false;
       try {
         await client.query("BEGIN");
-        const result = await fn(pgConn(client, this.names));
+        const hooks: (() => void)[] = [];
+        const result = await fn({ ...pgConn(client, this.names), afterCommit: (hook) => hooks.push(hook) });
         await client.query("COMMIT");
+        runHooks(hooks);
         return result;
       } catch (err) {
         try {

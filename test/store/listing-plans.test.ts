@@ -14,9 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DelegationState } from "../../src/domain/index.js";
 import { migrate } from "../../src/store/migrate.js";
 import { ACTIVE_FROM_CONTEXT } from "../../src/store/ceremony-sql.js";
+import { EXPIRY_DUE, liveFromContexts } from "../../src/store/lifecycle-sql.js";
 import { countQuery, pageQuery } from "../../src/store/prisma-listing.js";
 import { DELEGATION_COLUMNS, delegationValues } from "../../src/store/rows.js";
-import { PostgresDatabase, type SqlDatabase, SqliteDatabase, insertRows } from "../../src/store/sql.js";
+import { PostgresDatabase, type SqlConn, type SqlDatabase, SqliteDatabase, insertRows } from "../../src/store/sql.js";
 import type { ListQuery } from "../../src/store/store.js";
 import { benchDelegation } from "../../bench/lib/seed.js";
 import { DRIVERS, type TestDatabase, createTestDatabase } from "../helpers/databases.js";
@@ -115,8 +116,31 @@ describe.each(DRIVERS)("ListAgents statements use the indexes (%s)", (driver) =>
     const p = await plan({ sql: ACTIVE_FROM_CONTEXT.replace(/\$\d+/g, "?"), text: ACTIVE_FROM_CONTEXT, values: ["ac-other"] });
     if (driver === "sqlite") expect(p).toMatch(/SEARCH delegations USING INDEX delegations_delegator_ac_id_state_idx \(delegator_ac_id=\? AND state=\?\)/);
     else {
-      expect(p).toMatch(/delegations_delegator_ac_id_state_idx/);
+      expect(p).toMatch(/delegations_live_delegator_ac_id_state_idx/);
       expect(p).not.toMatch(/Seq Scan|delegations_state_id_idx/);
     }
+  });
+
+  it("expiry reads the due ACTIVE delegations, and the next expire time, from the partial index in expiry order", async () => {
+    const due = await plan({ sql: EXPIRY_DUE.replace(/\$\d+/g, "?"), text: EXPIRY_DUE, values: [Date.now() + 86_400_000 * 2, 500] });
+    const next = `SELECT MIN("expire_time") AS "t" FROM "delegations" WHERE "state" = 'ACTIVE'`;
+    const first = await plan({ sql: next, text: next, values: [] });
+    if (driver === "sqlite") {
+      expect(due).toMatch(/SEARCH delegations USING COVERING INDEX delegations_active_expire_time_id_idx \(state=\? AND expire_time<\?\)/);
+      expect(due).not.toMatch(/TEMP B-TREE/);
+      expect(first).toMatch(/delegations_active_expire_time_id_idx/);
+    } else {
+      for (const p of [due, first]) {
+        expect(p).toMatch(/delegations_active_expire_time_id_idx/);
+        expect(p).not.toMatch(/Seq Scan|Sort/);
+      }
+    }
+  });
+
+  it.runIf(driver === "postgresql")("a cascade finds the live delegations made from its contexts in the partial index", async () => {
+    const sql = liveFromContexts({ dialect: "postgresql" } as SqlConn);
+    const p = await plan({ sql, text: sql, values: [["ac-dev-1", "ac-dev-2"]] });
+    expect(p).toMatch(/delegations_live_delegator_ac_id_state_idx/);
+    expect(p).not.toMatch(/Seq Scan/);
   });
 });
