@@ -29,6 +29,10 @@ const cases: [string, Delegation, number][] = [
     T0 + 6000,
   ],
   ["no rules, depth 2", makeDelegation({ state: "ACTIVE", ceremonyRequiredFor: [], prohibitedCommands: [], depth: 2, inheritCorpus: false }), T0],
+  // Varints of several bytes in every moving field.
+  ["large counts, a year left", makeDelegation({ state: "ACTIVE", maxCommands: 2_000_000_000, commandsExecuted: 123_456_789, expireTime: T0 + 365 * 24 * HOUR }), T0 + 1],
+  // A negative count (never written by the broker) goes through the writer, as protobuf has it: ten bytes.
+  ["a negative count", makeDelegation({ state: "ACTIVE", commandsExecuted: -5 }), T0],
 ];
 
 describe("pre-encoded GetDelegation answers", () => {
