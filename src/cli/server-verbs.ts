@@ -57,12 +57,15 @@ export async function serve(): Promise<number> {
   } catch (err) {
     return startFailed(err, settings);
   }
-  console.log(banner(settings, { grpcPort: broker.grpcPort, webPort: broker.webPort, driver: broker.store.driver, drivers: broker.drivers }));
-  await new Promise<void>((resolve) => {
+  // Listening for the signals before the banner says the broker runs: whoever reads the banner may stop it at
+  // once, and a signal with no listener yet kills the process outright (seen: exit by SIGTERM, no clean stop).
+  const stopped = new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
   });
+  console.log(banner(settings, { grpcPort: broker.grpcPort, webPort: broker.webPort, driver: broker.store.driver, drivers: broker.drivers }));
+  await stopped;
   await broker.stop();
   return EXIT.ok;
 }
