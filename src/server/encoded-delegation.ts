@@ -40,6 +40,14 @@ function fixedPart(d: Delegation): Uint8Array {
   return bytes;
 }
 
+/** time_remaining as delegationToMessage has it: present always, zero once the delegation has ended. */
+function timeRemaining(d: Delegation, now: number): { seconds: number; nanos: number } {
+  const live = d.state === "ACTIVE" || d.state === "REQUESTED";
+  const ms = live ? Math.max(0, d.expireTime - now) : 0;
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: (ms - seconds * 1000) * 1_000_000 };
+}
+
 /** Bytes of a varint holding `v` (a non-negative integer below 2^53). */
 function varintSize(v: number): number {
   let n = 1;
@@ -79,11 +87,7 @@ export function encodeGetDelegationResponse(d: Delegation, now: number): Uint8Ar
   // Protobuf writes a negative int32 in ten bytes; never seen here, but not this path's to get right.
   if (executed < 0 || remaining < 0) return encodeWithWriter(d, now);
   const fixedBytes = fixedPart(d);
-  // As delegationToMessage has it: present always, zero once the delegation has ended.
-  const live = d.state === "ACTIVE" || d.state === "REQUESTED";
-  const ms = live ? Math.max(0, d.expireTime - now) : 0;
-  const seconds = Math.floor(ms / 1000);
-  const nanos = (ms - seconds * 1000) * 1_000_000;
+  const { seconds, nanos } = timeRemaining(d, now);
   const timeLength = (seconds !== 0 ? 1 + varintSize(seconds) : 0) + (nanos !== 0 ? 1 + varintSize(nanos) : 0);
   const inner =
     fixedBytes.length +
@@ -115,10 +119,7 @@ function encodeWithWriter(d: Delegation, now: number): Uint8Array {
   if (d.commandsExecuted !== 0) w.tag(COMMANDS_EXECUTED, WireType.Varint).int32(d.commandsExecuted);
   const remaining = commandsRemaining(d);
   if (remaining !== 0) w.tag(COMMANDS_REMAINING, WireType.Varint).int32(remaining);
-  const live = d.state === "ACTIVE" || d.state === "REQUESTED";
-  const ms = live ? Math.max(0, d.expireTime - now) : 0;
-  const seconds = Math.floor(ms / 1000);
-  const nanos = (ms - seconds * 1000) * 1_000_000;
+  const { seconds, nanos } = timeRemaining(d, now);
   w.tag(TIME_REMAINING, WireType.LengthDelimited).fork();
   if (seconds !== 0) w.tag(1, WireType.Varint).int64(seconds);
   if (nanos !== 0) w.tag(2, WireType.Varint).int32(nanos);
