@@ -2,7 +2,8 @@
  * The events a store keeps of its own commits, for the log's follower (see
  * src/store/recent-events.ts), run against every driver: what it answers is
  * what the database holds, it holds nothing of a transaction that rolled
- * back, and it sends a reader to the database for another replica's events.
+ * back, and it sends a reader to the database for another replica's events;
+ * and the large append from rows refuses a change whose row is missing.
  */
 import { describe, expect, it } from "vitest";
 import type { DelegationEvent } from "../../src/domain/index.js";
@@ -142,6 +143,36 @@ describe.each(DRIVERS)("recent events on %s", (driver) => {
       expect(read[1]!.delegation).toEqual({ ...b, state: "REVOKED", updateTime: T0 + 11, endTime: T0 + 11, endReason: "manual_revocation" });
     } finally {
       await other.close();
+    }
+  });
+});
+
+describe("a large append from its rows (PostgreSQL)", () => {
+  const h = useStore("postgresql");
+
+  it("refuses a change whose delegation row is missing, and leaves nothing written", async () => {
+    const ds = await Promise.all(Array.from({ length: 70 }, (_, i) => h.seed("ACTIVE", { createTime: T0 + i })));
+    const head = await h.store.headRevision();
+    const recent = new RecentEvents(100);
+    const lifecycle = new LifecycleSql(undefined, undefined, recent);
+    const db = database(h.url);
+    try {
+      // More than one statement's worth of small appends, so the rows path is taken; one delegation has no row.
+      const changes = [...ds, makeDelegation({ id: "del_not_there" })].map((delegation) => ({
+        delegation,
+        type: "REVOKED" as const,
+        reason: "manual_revocation",
+        actor: "",
+        cascaded: false,
+      }));
+      await expect(db.transaction((tx) => lifecycle.append(tx, changes, T0 + 100, { rowsAreSnapshots: true }))).rejects.toThrow(
+        /appending 71 events from their rows wrote 70: a delegation row is missing/,
+      );
+      expect(await h.store.headRevision()).toBe(head);
+      expect(await db.all(`SELECT "revision" FROM "delegation_events" WHERE "revision" > $1`, [String(head)])).toEqual([]);
+      expect(recent.size).toBe(0);
+    } finally {
+      await db.close();
     }
   });
 });
