@@ -5,7 +5,7 @@
  *
  * | loop           | task                                          | woken by                     |
  * |----------------|-----------------------------------------------|------------------------------|
- * | expiry         | expire a batch of due delegations             | CREATED events (expire time) |
+ * | expiry (-2)    | expire a batch of due delegations             | CREATED events (expire time) |
  * | idp-cleanup    | delete identities of ended delegations        | ending events                |
  * | gsap-revoke    | revoke delegated contexts at GSAP             | ending events                |
  * | audit-outbox   | deliver events to the audit sink, in order    | every event                  |
@@ -14,6 +14,13 @@
  * | ceremonies     | expire ceremonies not decided or used in time | ceremony events, endings     |
  * | live-checks    | ask GSAP about delegators' contexts again     | its interval                 |
  * | gsap-approvals | poll GSAP's pending approvals of creates      | its next poll, new approvals |
+ *
+ * On PostgreSQL expiry runs in two lanes, `expiry` and `expiry-2`, each a
+ * loop with its own lease: while one lane's transaction waits for this
+ * process to read an answer, the other's statements run in the database, so
+ * a storm of due delegations is ended by both cores (the rows a lane holds
+ * are skipped by the other, FOR UPDATE SKIP LOCKED; their events still take
+ * revisions in commit order). SQLite has one writer: one lane.
  */
 import type { AuditSink } from "./clients/chronicle/chronicle-client.js";
 import type { GsapClient } from "./clients/gsap/gsap-client.js";
@@ -47,10 +54,15 @@ export interface BackgroundOptions {
   onEffectDone?: (kind: EffectKind, latencyMs: number) => void;
   /** How long GSAP's answer about a context is fresh (the live checks' period). By default, 30 s. */
   contextCacheMs?: number;
+  /** Expiry loops running at once (1 to 8). By default, 2 on PostgreSQL and 1 on SQLite. */
+  expiryLanes?: number;
 }
 
 export interface Background {
+  /** The first expiry lane (the only one on SQLite). */
   expiry: Loop;
+  /** Every expiry lane, `expiry` first. */
+  expiryLanes: Loop[];
   idpCleanup: Loop;
   gsapRevoke: Loop;
   outboxLoop: Loop;
@@ -92,10 +104,13 @@ export function createBackground(o: BackgroundOptions): Background {
   const maintenance = o.useCases.maintenance;
   const reconcileMs = o.reconcileIntervalMs ?? 60_000;
 
-  const expiry = loop("expiry", () => o.useCases.end.expireDue(), 30_000);
+  const lanes = o.expiryLanes ?? (o.store.driver === "postgresql" ? 2 : 1);
+  if (!(Number.isInteger(lanes) && lanes >= 1 && lanes <= 8)) throw new RangeError(`expiryLanes must be an integer from 1 to 8, not ${lanes}`);
+  const expiryLanes = Array.from({ length: lanes }, (_, i) => loop(i === 0 ? "expiry" : `expiry-${i + 1}`, () => o.useCases.end.expireDue(), 30_000));
+  const expiry = expiryLanes[0]!;
   // While expiry drains a backlog (a storm of due delegations), the other loops let it have the
   // CPU: ending authority on time comes first; its consequences follow right after.
-  const expiring = () => expiry.backlogged;
+  const expiring = () => expiryLanes.some((l) => l.backlogged);
   const idpCleanup = loop("idp-cleanup", worker("idp_delete", deleteIdentity), 5_000, expiring);
   const gsapRevoke = loop("gsap-revoke", worker("gsap_revoke", revokeContext), 5_000, expiring);
   const outboxLoop = loop("audit-outbox", () => outbox.deliver(), 2_000, expiring);
@@ -115,13 +130,13 @@ export function createBackground(o: BackgroundOptions): Background {
   // A quarter of the cache time: each context is asked about again within 1.25 times it.
   const liveChecks = loop("live-checks", () => o.useCases.liveChecks.checkDue(), Math.max(250, (o.contextCacheMs ?? 30_000) / 4), expiring);
   const approvals = loop("gsap-approvals", () => o.useCases.approvals.pollDue(), 1_000);
-  const loops = [expiry, idpCleanup, gsapRevoke, outboxLoop, reconciler, orphanSweep, ceremonies, liveChecks, approvals];
+  const loops = [...expiryLanes, idpCleanup, gsapRevoke, outboxLoop, reconciler, orphanSweep, ceremonies, liveChecks, approvals];
 
   // What each loop wants to hear from the log.
   const onEvents = (events: readonly DelegationEvent[]) => {
     let endings = false;
     for (const e of events) {
-      if (e.type === "CREATED") expiry.wakeAt(e.delegation.expireTime);
+      if (e.type === "CREATED") for (const l of expiryLanes) l.wakeAt(e.delegation.expireTime);
       else if (e.type === "CEREMONY_REQUESTED" && e.ceremony) ceremonies.wakeAt(e.ceremony.expireTime);
       else if (isEndingEvent(e.type)) endings = true;
     }
@@ -137,6 +152,7 @@ export function createBackground(o: BackgroundOptions): Background {
 
   return {
     expiry,
+    expiryLanes,
     idpCleanup,
     gsapRevoke,
     outboxLoop,

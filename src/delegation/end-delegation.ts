@@ -31,6 +31,13 @@ export interface RevokeInput {
 /** Delegations ended per transaction by a cascade or an expiry batch. */
 export const END_BATCH = 500;
 
+/**
+ * When an expiry run found due delegations but ended none (another transaction holds their rows: the
+ * other expiry lane, another replica's, a revocation), the next run waits this long instead of asking
+ * again at once while that transaction commits.
+ */
+export const HELD_DUE_RETRY_MS = 20;
+
 /** A revoke whose key has no answer after this long was interrupted by a crash. */
 const REVOKE_INFLIGHT_MS = 30_000;
 
@@ -136,7 +143,8 @@ export class EndDelegation {
 
   /**
    * Expires one batch of ACTIVE delegations whose time is up (a loop task):
-   * `more` while a full batch was expired, else when the next one is due.
+   * `more` while a full batch was expired, else when the next one is due
+   * (shortly, if what is due is held by another transaction).
    */
   async expireDue(): Promise<LoopResult> {
     const { store, log } = this.deps;
@@ -152,7 +160,9 @@ export class EndDelegation {
       log.info({ count: expired.length, cascaded: ended.length - expired.length, maxLateMs: Math.max(...late), ms }, "delegations expired");
     }
     if (expired.length >= batch) return { done: ended.length, more: true };
-    return { done: ended.length, nextAt: await store.nextExpireTime() };
+    const nextAt = await store.nextExpireTime();
+    if (ended.length === 0 && nextAt !== null && nextAt <= now) return { done: 0, nextAt: now + HELD_DUE_RETRY_MS };
+    return { done: ended.length, nextAt };
   }
 }
 

@@ -70,4 +70,21 @@ describe.each(DRIVERS)("expiry (%s)", (driver) => {
     await t.settle();
     expect(reg.registrar.registered.has(id)).toBe(false);
   });
+
+  // Last: it moves the broker's clock on by two hours.
+  it("expires in every lane (two on PostgreSQL), each lane on its own, each delegation once", async () => {
+    const lanes = t.broker.background.expiryLanes;
+    expect(lanes.map((l) => l.health.name)).toEqual(driver === "postgresql" ? ["expiry", "expiry-2"] : ["expiry"]);
+    const head = await t.broker.store.headRevision();
+    const create = (i: number) =>
+      t.grpc.unary("createDelegation", { delegatorAcId: `ac-lane-${i}`, scope: { ttl: durationFromMs(3_600_000) } }, as(ALICE));
+    const ids = (await Promise.all([0, 1, 2, 3, 4, 5].map(create))).map((c) => c.delegation!.delegationId);
+    t.advanceClock(2 * 3_600_000);
+    // The last lane alone ends what is due: it is not waiting on the first.
+    expect((await lanes.at(-1)!.runOnce()).done).toBeGreaterThanOrEqual(ids.length);
+    for (const l of lanes) expect((await l.runOnce()).done).toBe(0);
+    const got = await collect(t.grpc.watch({ startRevision: head }), (m) => events(m).filter((e) => e.type === DelegationEventType.EXPIRED).length >= ids.length);
+    const expired = events(got.messages).filter((e) => e.type === DelegationEventType.EXPIRED && ids.includes(e.delegation!.delegationId));
+    expect(expired.map((e) => e.delegation!.delegationId).sort()).toEqual([...ids].sort());
+  });
 });

@@ -9,7 +9,7 @@
  * ("work due at `at` is due when the timer fires").
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { EndDelegation } from "../../src/delegation/end-delegation.js";
+import { EndDelegation, HELD_DUE_RETRY_MS } from "../../src/delegation/end-delegation.js";
 import type { UseCaseDeps } from "../../src/delegation/deps.js";
 import type { Logger } from "../../src/logging.js";
 import { type LeaseBackend, Loop, type LoopOptions, type LoopResult, type LoopRun } from "../../src/scheduler/loop.js";
@@ -745,6 +745,24 @@ describe("Loop around EndDelegation.expireDue (what the expiry scheduler did)", 
     pending.add(T0 + 50_000); // would hide the wake-up if it were lost: the run reported null
     await advanceTo(2001);
     expect(expired.get(T0 + 2000)).toBe(T0 + 2001);
+  });
+
+  it("looks again after a short pause, not at once, while what is due is held by another transaction", async () => {
+    // On PostgreSQL the other expiry lane (or a revocation) may hold the due rows: SKIP LOCKED skips them,
+    // and nextExpireTime still reports them due until that transaction commits.
+    const { loop, store, pending, expired } = expiry();
+    pending.add(T0 - 1);
+    const end = store.end.getMockImplementation()!;
+    store.end.mockImplementation(async () => []);
+    loop.start();
+    await flush();
+    expect(store.end).toHaveBeenCalledTimes(1);
+    await advanceTo(HELD_DUE_RETRY_MS);
+    expect(store.end).toHaveBeenCalledTimes(1);
+    store.end.mockImplementation(end); // the other transaction has committed (here: it did not expire it)
+    await advanceTo(HELD_DUE_RETRY_MS + 1);
+    expect(store.end).toHaveBeenCalledTimes(2);
+    expect(expired.get(T0 - 1)).toBe(T0 + HELD_DUE_RETRY_MS + 1);
   });
 
   it("retries a failed expiry after the backoff, not after the interval", async () => {
