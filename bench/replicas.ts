@@ -112,6 +112,12 @@ interface HealthLoops {
   loops: { name: string; leader: boolean }[];
 }
 
+/** The expiry lanes (`expiry`, and `expiry-2` on PostgreSQL) replica `i` leads. */
+async function lanesLed(i: number): Promise<string[]> {
+  const h = (await (await fetch(`http://127.0.0.1:${replicas[i]!.ready.webPort}/healthz`)).json()) as HealthLoops;
+  return h.loops.filter((l) => /^expiry(-\d+)?$/.test(l.name) && l.leader).map((l) => l.name);
+}
+
 async function expiryHolder(alive: number[]): Promise<number> {
   for (;;) {
     for (const i of alive) {
@@ -165,6 +171,7 @@ const killed = await expiryHolder(all);
 const survivors = all.filter((i) => i !== killed);
 const stormy = await dueBatch(all);
 await new Promise((r) => setTimeout(r, Math.max(0, stormy.dueAt - Date.now() - 100)));
+const killedLanes = await lanesLed(killed);
 process.kill(replicas[killed]!.pid, "SIGKILL");
 const killedAt = Date.now();
 const takeover = await expiryHolder(survivors);
@@ -181,7 +188,7 @@ console.log(`  same replica (A)   ${fmt(watchSame)}`);
 console.log(`  other replica (B)  ${fmt(watchOther)}   p99 ${(watchOther.p99Ms / watchSame.p99Ms).toFixed(2)}x of A`);
 console.log(`expiry lateness, ${DUE} delegations due at once`);
 console.log(`  all replicas alive ${fmt(calmLate)}`);
-console.log(`  holder killed      ${fmt(killLate)}   (replica ${killed} killed 100 ms before due; replica ${takeover} held the lease ${takenOverAfterMs} ms later)`);
+console.log(`  holder killed      ${fmt(killLate)}   (replica ${killed}, leading ${killedLanes.join(" and ")}, killed 100 ms before due; replica ${takeover} held the expiry lease ${takenOverAfterMs} ms later)`);
 console.log(`  EXPIRED events: ${calmLate.expiredEvents + killLate.expiredEvents} for ${2 * DUE} delegations`);
 console.log(
   JSON.stringify({
@@ -190,6 +197,7 @@ console.log(
     expiryAlive: calmLate,
     expiryAfterKill: killLate,
     takeoverMs: takenOverAfterMs,
+    killedLanes,
     loadavg: loadavg(),
   }),
 );
