@@ -24,6 +24,7 @@
  * commandsExecuted may move (a count on this replica updates it in place).
  */
 import type { Delegation, DelegationEvent } from "../domain/index.js";
+import { Fifo } from "../util/fifo.js";
 
 export interface ReadModelSource {
   /** The row as the database has it now. */
@@ -41,12 +42,19 @@ export interface ReadModelOptions {
 }
 
 interface Entry {
+  id: string;
   delegation: Delegation;
   readAt: number;
 }
 
 export class DelegationReadModel {
   private readonly entries = new Map<string, Entry>();
+  /**
+   * Every entry made, in the order made (so by readAt): the oldest to drop.
+   * An entry replaced or dropped since is skipped when it comes up (it is no
+   * longer the one `entries` holds). Not the Map's own order: see Fifo.
+   */
+  private readonly order = new Fifo<Entry>();
   private readonly maxAgeMs: number;
   private readonly maxEntries: number;
   private readonly clock: () => number;
@@ -90,23 +98,36 @@ export class DelegationReadModel {
     const d = await this.source.get(id);
     // Kept only if nothing was applied meanwhile and every commit of this process is applied.
     if (d && this.maxAgeMs > 0 && epoch === this.epoch && this.committed <= this.applied) {
-      if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+      if (this.entries.size >= this.maxEntries) this.dropOldest();
       // A private copy: callers of the source may hold theirs.
-      this.entries.set(id, { delegation: { ...d }, readAt: now });
+      const made = { id, delegation: { ...d }, readAt: now };
+      this.entries.set(id, made);
+      this.order.push(made);
     }
     return d;
   }
 
   /**
-   * Drops entries too old to answer from, oldest first: the Map holds them in
-   * the order they were read (a re-read deletes and re-adds), so this stops
-   * at the first young one. The model then holds only what was read within
-   * maxAgeMs, not every delegation read since the start.
+   * Drops entries too old to answer from, oldest first, stopping at the
+   * first young one (entries are made in time order). The model then holds
+   * only what was read within maxAgeMs, not every delegation read since the
+   * start.
    */
   private dropOld(now: number): void {
-    for (const [id, e] of this.entries) {
-      if (now - e.readAt < this.maxAgeMs) return;
-      this.entries.delete(id);
+    for (let e = this.order.peek(); e; e = this.order.peek()) {
+      const live = this.entries.get(e.id) === e;
+      if (live && now - e.readAt < this.maxAgeMs) return;
+      this.order.shift();
+      if (live) this.entries.delete(e.id);
+    }
+  }
+
+  /** Makes room: drops the oldest entry held. */
+  private dropOldest(): void {
+    for (let e = this.order.shift(); e; e = this.order.shift()) {
+      if (this.entries.get(e.id) !== e) continue;
+      this.entries.delete(e.id);
+      return;
     }
   }
 
@@ -127,5 +148,6 @@ export class DelegationReadModel {
   close(): void {
     this.unsubscribe();
     this.entries.clear();
+    this.order.clear();
   }
 }

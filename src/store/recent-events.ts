@@ -15,16 +15,12 @@
  * The events are shared with every reader: read-only.
  */
 import type { DelegationEvent } from "../domain/index.js";
+import { Fifo } from "../util/fifo.js";
 
 export class RecentEvents {
   private readonly events = new Map<bigint, DelegationEvent>();
-  /**
-   * The revisions in the order added, from `head` on: the oldest to drop.
-   * (Deleting a Map's first key again and again is slow in V8: each
-   * keys().next() walks past every entry deleted before it.)
-   */
-  private order: bigint[] = [];
-  private head = 0;
+  /** The revisions in the order added: the oldest to drop (not the Map's own order: see Fifo). */
+  private readonly order = new Fifo<bigint>();
   /** The highest revision added. */
   private newest = 0n;
 
@@ -42,11 +38,7 @@ export class RecentEvents {
       this.order.push(e.revision);
       if (e.revision > this.newest) this.newest = e.revision;
     }
-    while (this.events.size > this.capacity) this.events.delete(this.order[this.head++]!);
-    if (this.head > 4096 && this.head * 2 > this.order.length) {
-      this.order = this.order.slice(this.head);
-      this.head = 0;
-    }
+    while (this.events.size > this.capacity) this.events.delete(this.order.shift()!);
   }
 
   /** Drops every event up to `revision` (pruned from the log). */

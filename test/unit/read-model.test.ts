@@ -143,4 +143,65 @@ describe("DelegationReadModel memory", () => {
     await s.model.get("c");
     expect(s.model.size).toBe(1);
   });
+
+  it("ages an entry made again from its new read, not its first", async () => {
+    const s = setup({ maxAgeMs: 1000 });
+    for (const id of ["x", "y"]) s.rows.set(id, makeDelegation({ id }));
+    await s.model.get("x"); // at 0
+    s.tick(500);
+    s.model.apply([s.event(s.rows.get("x")!, 11n)]);
+    await s.model.get("x"); // made again at 500
+    s.tick(600);
+    await s.model.get("y"); // at 1100 the first x is old; the x held is 600 ms old
+    await s.model.get("x");
+    expect(s.reads()).toBe(3);
+    s.tick(400);
+    await s.model.get("x"); // 1000 ms old now: read again
+    expect(s.reads()).toBe(4);
+  });
+
+  it("makes room by dropping the oldest entry still held, not one made again since", async () => {
+    const s = setup({ maxEntries: 3 });
+    for (const id of ["a", "b", "c", "d"]) s.rows.set(id, makeDelegation({ id }));
+    for (const id of ["a", "b", "c"]) await s.model.get(id);
+    s.model.apply([s.event(s.rows.get("a")!, 11n)]);
+    await s.model.get("a"); // made again: now the newest (b, c, a)
+    await s.model.get("d"); // full: b goes
+    expect(s.model.size).toBe(3);
+    const reads = s.reads();
+    for (const id of ["c", "a", "d"]) await s.model.get(id);
+    expect(s.reads()).toBe(reads);
+    await s.model.get("b");
+    expect(s.reads()).toBe(reads + 1);
+  });
+
+  it("keeps the oldest-first order over many entries made and dropped (past the queue's compaction)", async () => {
+    // A read every 20 ms: one is 1000 ms old 50 reads later, but at most 40 are held.
+    const s = setup({ maxAgeMs: 1000, maxEntries: 40 });
+    for (let i = 0; i < 10_000; i++) s.rows.set(`d${i}`, makeDelegation({ id: `d${i}` }));
+    const made: string[] = []; // the id of each entry made, in order
+    const get = async (id: string) => {
+      const before = s.reads();
+      await s.model.get(id);
+      if (s.reads() > before) made.push(id);
+    };
+    for (let i = 0; i < 10_000; i++) {
+      s.tick(20);
+      await get(`d${i}`);
+      if (i % 7 === 0 && i >= 2) {
+        // An event drops one still held (its place in the queue goes stale), and it is read again: now the newest.
+        s.model.apply([s.event(s.rows.get(`d${i - 2}`)!, BigInt(11 + i))]);
+        await get(`d${i - 2}`);
+      }
+    }
+    expect(made.length).toBeGreaterThan(11_000);
+    // Held: the 40 entries made last, each answered from memory; the one made before them is read again.
+    const newest = [...new Set([...made].reverse())];
+    expect(s.model.size).toBe(40);
+    const reads = s.reads();
+    for (const id of newest.slice(0, 40)) await s.model.get(id);
+    expect(s.reads()).toBe(reads);
+    await s.model.get(newest[40]!);
+    expect(s.reads()).toBe(reads + 1);
+  });
 });

@@ -6,6 +6,7 @@
  */
 import type { DelegatedContext } from "../../domain/index.js";
 import type { DelegatedContextRequest, DelegatorContext, GsapClient } from "./gsap-client.js";
+import { Fifo } from "../../util/fifo.js";
 
 export interface DevGsapOptions {
   /** The ceiling every delegator holds. By default, CAP_MUTATE. */
@@ -33,10 +34,8 @@ export function createDevGsap(options: DevGsapOptions = {}): DevGsap {
   const ceiling = options.delegatorCeiling ?? "CAP_MUTATE";
   const keep = options.keepRevocations ?? 10_000;
   const revoked = new Map<string, DevRevocation>();
-  // The oldest first, from `head` on: deleting a Map's first key again and again is slow in V8
-  // (each keys().next() walks past every entry deleted before it).
-  let order: string[] = [];
-  let head = 0;
+  // The oldest first (not the Map's own order: see Fifo).
+  const order = new Fifo<string>();
   return {
     mode: "dev",
     revoked,
@@ -70,13 +69,7 @@ export function createDevGsap(options: DevGsapOptions = {}): DevGsap {
     async revokeContext(contextId, reason, revokeOptions = {}) {
       // Idempotent like the real one: revoking again changes nothing.
       if (revoked.has(contextId)) return;
-      if (revoked.size >= keep) {
-        revoked.delete(order[head++]!);
-        if (head > 4096 && head * 2 > order.length) {
-          order = order.slice(head);
-          head = 0;
-        }
-      }
+      if (revoked.size >= keep) revoked.delete(order.shift()!);
       revoked.set(contextId, { contextId, reason, delegationId: revokeOptions.delegationId ?? "", time: Date.now() });
       order.push(contextId);
     },
