@@ -25,6 +25,10 @@ export interface LogFollowerOptions {
 
 export class LogFollower {
   private head = 0n;
+  /** The newest revision the notifier has told of (this process's commits; on PostgreSQL every replica's). */
+  private notified = 0n;
+  /** Callers of settled(), each waiting for the head to reach its revision. */
+  private settling: { revision: bigint; resolve: () => void }[] = [];
   private readonly consumers = new Set<LogConsumer>();
   private readonly loop: Loop;
   private readonly batchSize: number;
@@ -52,6 +56,7 @@ export class LogFollower {
     this.head = await this.store.headRevision();
     let soon = false;
     this.unsubscribe = this.notifier.subscribe((revision) => {
+      if (revision > this.notified) this.notified = revision;
       if (soon || (revision !== 0n && revision <= this.head)) return;
       // After the current turn: the call that committed answers its caller before the fan-out starts.
       soon = true;
@@ -65,12 +70,50 @@ export class LogFollower {
 
   async stop(): Promise<void> {
     this.unsubscribe?.();
+    this.release(true);
     await this.loop.stop();
   }
 
   /** The newest revision handed to consumers. */
   get revision(): bigint {
     return this.head;
+  }
+
+  /**
+   * Resolves once the consumers have had every revision the notifier has
+   * told of so far: this process's own commits among them, so what a caller
+   * committed through this replica before asking is no longer news. At once
+   * when nothing is pending; early when `signal` aborts, after `maxWaitMs`
+   * (the log cannot be read: the caller goes on with what was handed out)
+   * or when the follower stops.
+   */
+  settled(signal?: AbortSignal, maxWaitMs = 1000): Promise<void> {
+    const revision = this.notified;
+    if (revision <= this.head || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter = {
+        revision,
+        resolve: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", giveUp);
+          resolve();
+        },
+      };
+      const giveUp = () => {
+        this.settling = this.settling.filter((w) => w !== waiter);
+        waiter.resolve();
+      };
+      const timer = setTimeout(giveUp, maxWaitMs);
+      signal?.addEventListener("abort", giveUp, { once: true });
+      this.settling.push(waiter);
+    });
+  }
+
+  private release(all = false): void {
+    if (this.settling.length === 0) return;
+    const ready = this.settling.filter((w) => all || w.revision <= this.head);
+    this.settling = all ? [] : this.settling.filter((w) => w.revision > this.head);
+    for (const w of ready) w.resolve();
   }
 
   /** Adds a consumer; returns its removal. */
@@ -103,6 +146,7 @@ export class LogFollower {
         // A consumer's failure is its own; the others still get the events.
       }
     }
+    this.release();
     return { done: events.length, more: events.length === this.batchSize };
   }
 }

@@ -372,6 +372,10 @@ export class WatchHub {
       throw new BrokerError("INVALID_ARGUMENT", "INVALID_FIELD", "start_revision: must not be negative", { field: "start_revision" });
     }
     if (startRevision > 0n) await this.checkStart(startRevision);
+    // From now: after what this replica has committed (and been told of), so a caller's own create
+    // just before is not sent as news. The follower hands it out a moment after the commit.
+    else await this.follower.settled(signal);
+    if (this.closing) throw shuttingDown(startRevision);
     const sub = new Subscriber(filter, this.bufferLimit, this.clock);
     this.register(sub);
     const wake = () => sub.wake();
