@@ -5,11 +5,12 @@ import { LogFollower } from "../../src/events/log-follower.js";
 import type { RevisionListener, RevisionNotifier } from "../../src/events/notifier.js";
 import type { EventLog } from "../../src/store/store.js";
 import { makeDelegation } from "../store/fixtures.js";
+import { readGate } from "../helpers/gate.js";
 
 /** A log in memory whose reads can be held, and a notifier the test speaks for. */
 function setup() {
   const log: DelegationEvent[] = [];
-  let gate: Promise<void> | undefined;
+  const gate = readGate();
   const append = () => {
     const revision = BigInt(log.length + 1);
     log.push({ revision, type: "REVOKED", delegation: makeDelegation(), eventTime: 0, reason: "", actor: "", chronicleCid: "" });
@@ -18,7 +19,7 @@ function setup() {
   const store = {
     headRevision: async () => BigInt(log.length),
     readEvents: async (after: bigint, limit: number) => {
-      await gate;
+      await gate.passed();
       return log.filter((e) => e.revision > after).slice(0, limit);
     },
   } as unknown as EventLog;
@@ -38,14 +39,7 @@ function setup() {
     handed,
     append,
     notify: (r: bigint) => listeners.forEach((l) => l(r)),
-    hold: () => {
-      let release!: () => void;
-      gate = new Promise<void>((r) => (release = r));
-      return () => {
-        gate = undefined;
-        release();
-      };
-    },
+    hold: gate.hold,
   };
 }
 

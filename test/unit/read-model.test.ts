@@ -3,17 +3,18 @@ import { describe, expect, it } from "vitest";
 import type { Delegation, DelegationEvent } from "../../src/domain/index.js";
 import { DelegationReadModel } from "../../src/events/read-model.js";
 import { makeDelegation } from "../store/fixtures.js";
+import { readGate } from "../helpers/gate.js";
 
 function setup(options: { maxAgeMs?: number; maxEntries?: number } = {}) {
   const rows = new Map<string, Delegation>();
   let reads = 0;
   let commit: (r: bigint) => void = () => undefined;
-  let gate: Promise<void> | undefined;
+  const gate = readGate();
   let now = 1_000;
   const source = {
     async get(id: string) {
       reads++;
-      await gate;
+      await gate.passed();
       const d = rows.get(id);
       return d ? { ...d } : null;
     },
@@ -30,14 +31,7 @@ function setup(options: { maxAgeMs?: number; maxEntries?: number } = {}) {
     rows,
     reads: () => reads,
     commit: (r: bigint) => commit(r),
-    hold: () => {
-      let release!: () => void;
-      gate = new Promise<void>((r) => (release = r));
-      return () => {
-        gate = undefined;
-        release();
-      };
-    },
+    hold: gate.hold,
     tick: (ms: number) => (now += ms),
     event,
   };
