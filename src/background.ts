@@ -54,8 +54,6 @@ export interface BackgroundOptions {
   onEffectDone?: (kind: EffectKind, latencyMs: number) => void;
   /** How long GSAP's answer about a context is fresh (the live checks' period). By default, 30 s. */
   contextCacheMs?: number;
-  /** Expiry loops running at once (1 to 8). By default, 2 on PostgreSQL and 1 on SQLite. */
-  expiryLanes?: number;
 }
 
 export interface Background {
@@ -104,8 +102,7 @@ export function createBackground(o: BackgroundOptions): Background {
   const maintenance = o.useCases.maintenance;
   const reconcileMs = o.reconcileIntervalMs ?? 60_000;
 
-  const lanes = o.expiryLanes ?? (o.store.driver === "postgresql" ? 2 : 1);
-  if (!(Number.isInteger(lanes) && lanes >= 1 && lanes <= 8)) throw new RangeError(`expiryLanes must be an integer from 1 to 8, not ${lanes}`);
+  const lanes = o.store.driver === "postgresql" ? 2 : 1;
   const expiryLanes = Array.from({ length: lanes }, (_, i) => loop(i === 0 ? "expiry" : `expiry-${i + 1}`, () => o.useCases.end.expireDue(), 30_000));
   const expiry = expiryLanes[0]!;
   // While expiry drains a backlog (a storm of due delegations), the other loops let it have the
